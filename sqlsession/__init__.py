@@ -1,0 +1,40 @@
+"""Server-side web sessions stored in SQL, with Astro-style session drivers.
+
+The public API is re-exported here; importing it does not import SQLAlchemy, asyncpg or
+aiosqlite (those load with the SQL driver's runtime half).
+"""
+
+from .config import SessionDriverConfig, session_drivers
+from .driver import SessionDriver
+from .errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    DriverLoadError,
+    InvalidKeyError,
+    InvalidTTLError,
+    SchemaError,
+    SessionError,
+    StorageError,
+    ValueNotSerializableError,
+)
+from .loader import load_driver, open_driver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DatabaseUnavailableError",
+    "DriverLoadError",
+    "InvalidKeyError",
+    "InvalidTTLError",
+    "SchemaError",
+    "SessionDriver",
+    "SessionDriverConfig",
+    "SessionError",
+    "StorageError",
+    "ValueNotSerializableError",
+    "__version__",
+    "load_driver",
+    "open_driver",
+    "session_drivers",
+]

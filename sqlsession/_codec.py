@@ -1,0 +1,100 @@
+"""JSON values: refuse what would not come back equal, with the same types, before writing."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .errors import ValueNotSerializableError
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_decode = json.JSONDecoder().decode
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def encode(key: str, value: Any) -> str:
+    """Return `value` as JSON text, or raise `ValueNotSerializableError` naming `key`.
+
+    Accepted: dicts with str keys, lists and tuples (stored as lists), str, int, float,
+    bool and None, exactly (no subclasses, whose type would not survive the round trip).
+    Refused: anything else, NaN and infinity, cycles, and strings with lone surrogates.
+    """
+    _check(key, value)
+    try:
+        text = _encoder.encode(value)
+    except ValueError as exc:  # an int past sys.get_int_max_str_digits()
+        raise ValueNotSerializableError(
+            f"Value for session key {key!r} cannot be written as JSON: {exc}."
+        ) from exc
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueNotSerializableError(
+                f"Value for session key {key!r} contains a string with a lone surrogate, "
+                "which is not valid Unicode text and cannot be stored as JSON."
+            ) from None
+    return text
+
+
+def decode(text: str) -> Any:
+    """Return the Python value of stored JSON text."""
+    return _decode(text)
+
+
+def _check(key: str, value: Any) -> None:
+    # An explicit stack rather than recursion: deep values must fail with our error,
+    # not a RecursionError, and ids on the stack of containers catch cycles.
+    # Paths are kept as (parent, step) pairs and rendered only for an error message.
+    stack: list[tuple[Any, Any]] = [(value, None)]
+    open_containers: set[int] = set()
+    exits: list[tuple[int, int]] = []  # (stack depth at which to close, container id)
+    while stack:
+        while exits and len(stack) <= exits[-1][0]:
+            open_containers.discard(exits.pop()[1])
+        item, where = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                _refuse(key, where, f"the float {item!r}, which JSON cannot represent")
+            continue
+        if kind is dict or kind is list or kind is tuple:
+            ident = id(item)
+            if ident in open_containers:
+                _refuse(key, where, "a reference cycle")
+            open_containers.add(ident)
+            exits.append((len(stack), ident))
+            if kind is dict:
+                for k, v in item.items():
+                    if type(k) is not str:
+                        _refuse(
+                            key,
+                            where,
+                            f"a dict key of type {type(k).__name__} ({k!r}); JSON object "
+                            "keys must be str",
+                        )
+                    stack.append((v, (where, k)))
+            else:
+                for index, v in enumerate(item):
+                    stack.append((v, (where, index)))
+            continue
+        _refuse(key, where, f"a {kind.__module__}.{kind.__qualname__} ({item!r:.60})")
+
+
+def _path(where: Any) -> str:
+    steps: list[str] = []
+    while where is not None:
+        where, step = where
+        steps.append(f"[{step!r}]")
+    return "value" + "".join(reversed(steps))
+
+
+def _refuse(key: str, where: Any, what: str) -> None:
+    raise ValueNotSerializableError(
+        f"Value for session key {key!r} is not JSON: {_path(where)} is {what}. Store dicts with "
+        "str keys, lists, str, int, float, bool or None, and convert other types first "
+        "(for example a datetime to an ISO string)."
+    )

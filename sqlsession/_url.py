@@ -1,0 +1,66 @@
+"""Database URL selection and normalisation, without importing SQLAlchemy."""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ConfigError
+
+ENV_VAR = "SQLSESSION_URL"
+DEFAULT_URL = "sqlite+aiosqlite:///sqlsession.db"
+
+# Every scheme we accept, mapped to the async driver that serves it.
+_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_url(url: object) -> str:
+    """Map a database URL to the async SQLAlchemy URL we connect with.
+
+    ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db``; ``postgres://`` and
+    ``postgresql://`` (as hosting platforms hand them out) become
+    ``postgresql+asyncpg://``.
+
+    Raises:
+        ConfigError: the URL is not a string or names a database we do not support.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"Database URL must look like 'sqlite:///sessions.db' or "
+            f"'postgresql://user@host/db', got {url!r}."
+        )
+    scheme, rest = url.split("://", 1)
+    target = _SCHEMES.get(scheme.lower())
+    if target is None:
+        raise ConfigError(
+            f"Unsupported database URL scheme {scheme!r} in {redact_url(url)!r}: use sqlite:// "
+            "(sqlite+aiosqlite://) or postgresql:// (postgres://, postgresql+asyncpg://)."
+        )
+    if target.startswith("sqlite") and not rest.startswith("/"):
+        raise ConfigError(
+            f"A SQLite URL has three slashes before a relative path and four before an "
+            f"absolute one ('sqlite:///sessions.db'), got {redact_url(url)!r}."
+        )
+    return f"{target}://{rest}"
+
+
+def resolve_url(url: str | None) -> str:
+    """Return the normalised URL: `url`, else ``$SQLSESSION_URL``, else the SQLite default."""
+    if url is None:
+        url = os.environ.get(ENV_VAR) or DEFAULT_URL
+    return normalize_url(url)
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a URL before it goes into an error message."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url

@@ -1,0 +1,73 @@
+"""Checks shared by the config half and the drivers; imports nothing heavy."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from .errors import ConfigError, InvalidKeyError, InvalidTTLError
+
+MAX_KEY_LENGTH = 255
+# Leaves room for the "_alembic_version" suffix of the table's own version table
+# within PostgreSQL's 63-byte identifier limit.
+MAX_IDENTIFIER_LENGTH = 46
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_key(key: Any) -> str:
+    """Return `key` if it is a valid session key, else raise `InvalidKeyError`."""
+    if type(key) is not str:
+        raise InvalidKeyError(f"Session key must be a str, got {type(key).__name__}: {key!r}.")
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(
+            f"Session key must be 1 to {MAX_KEY_LENGTH} characters long, got {len(key)}: "
+            f"{key[:40]!r}{'...' if len(key) > 40 else ''}."
+        )
+    if "\x00" in key:
+        raise InvalidKeyError(f"Session key must not contain NUL characters: {key!r}.")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                f"Session key contains a lone surrogate and cannot be stored: {key!r}."
+            ) from None
+    return key
+
+
+def check_ttl(ttl: Any, *, what: str = "ttl") -> float | None:
+    """Return `ttl` as seconds (or None for no expiry), else raise `InvalidTTLError`."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise InvalidTTLError(
+            f"{what} must be a number of seconds or None, got {type(ttl).__name__}: {ttl!r}."
+        )
+    if not math.isfinite(ttl) or ttl < 0.001:
+        raise InvalidTTLError(
+            f"{what} must be a finite number of seconds of at least 0.001 (or None for no "
+            f"expiry), got {ttl!r}."
+        )
+    return float(ttl)
+
+
+def check_identifier(name: Any, *, what: str) -> str:
+    """Return `name` if it is a plain SQL identifier we accept for a table or schema."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ConfigError(
+            f"{what} must be a plain SQL identifier (letters, digits and _, not starting "
+            f"with a digit), got {name!r}."
+        )
+    if len(name) > MAX_IDENTIFIER_LENGTH:
+        raise ConfigError(
+            f"{what} must be at most {MAX_IDENTIFIER_LENGTH} characters long, got {name!r}."
+        )
+    return name
+
+
+def check_positive_int(value: Any, *, what: str) -> int:
+    """Return `value` if it is an int of at least 1, else raise `ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a whole number of at least 1, got {value!r}.")
+    return value

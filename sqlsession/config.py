@@ -1,0 +1,145 @@
+"""The config half of a driver: cheap, JSON-serializable, free of storage clients.
+
+Nothing here imports SQLAlchemy, asyncpg or aiosqlite, so building a configuration
+costs nothing and the result can be written to a file or handed to another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import _validate
+from ._url import normalize_url
+from .errors import ConfigError
+
+__all__ = ["SessionDriverConfig", "session_drivers"]
+
+
+@dataclass(frozen=True)
+class SessionDriverConfig:
+    """Where a driver's runtime lives and the plain options it is built with.
+
+    Args:
+        entrypoint: a module path (``"sqlsession.drivers.sql"``), ``"module:attribute"``,
+            a file path (``str`` or ``os.PathLike``) or ``file://`` URL, or a name
+            registered in the entry-point group ``sqlsession.drivers``.
+        config: JSON-serializable options passed to the factory as a dict.
+
+    Raises:
+        ConfigError: the entrypoint is not a string or path, or the config is not a
+            JSON object (a dict with str keys and JSON values).
+    """
+
+    entrypoint: str | os.PathLike[str]
+    config: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.entrypoint, str | os.PathLike) or not os.fspath(self.entrypoint):
+            raise ConfigError(
+                "SessionDriverConfig.entrypoint must be a non-empty module path, file path "
+                f"or registered driver name, got {self.entrypoint!r}."
+            )
+        if self.config is None:
+            return
+        if not isinstance(self.config, dict):
+            raise ConfigError(
+                f"SessionDriverConfig.config must be a dict or None, got "
+                f"{type(self.config).__name__}: {self.config!r}."
+            )
+        try:
+            text = json.dumps(self.config, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"SessionDriverConfig.config for {self.entrypoint!r} must be "
+                f"JSON-serializable: {exc}."
+            ) from exc
+        # Keep a private copy, so mutating the caller's dict later changes nothing here.
+        object.__setattr__(self, "config", json.loads(text))
+
+
+_DURABILITY = ("full", "relaxed")
+
+
+class _SessionDrivers:
+    """Factories for the built-in drivers' configurations (``session_drivers.sql(...)``)."""
+
+    def sql(
+        self,
+        url: str | None = None,
+        *,
+        table: str = "sqlsession",
+        schema: str | None = None,
+        ttl: float | None = None,
+        pool_size: int = 16,
+        durability: Literal["full", "relaxed"] = "full",
+        cleanup_interval: float | None = None,
+        cleanup_batch_size: int = 5000,
+    ) -> SessionDriverConfig:
+        """Configure the SQL driver.
+
+        Args:
+            url: ``sqlite:///path.db`` or ``postgresql://user@host/db`` (``postgres://``,
+                ``sqlite+aiosqlite://`` and ``postgresql+asyncpg://`` too). None means
+                ``$SQLSESSION_URL`` when the driver is loaded, else ``sqlsession.db`` in the
+                working directory.
+            table: the session table's name; run ``sqlsession migrate --table NAME``.
+            schema: the PostgreSQL schema of the table (None: the search path).
+            ttl: default lifetime of an item in seconds (None: no expiry).
+            pool_size: connections kept open (PostgreSQL).
+            durability: ``"relaxed"`` commits writes with ``synchronous_commit = off`` on
+                PostgreSQL: a crash may lose the last few hundred milliseconds of
+                session writes, never corrupt them. No effect on SQLite.
+            cleanup_interval: seconds between in-process cleanups of expired rows
+                (None: off; schedule ``sqlsession cleanup`` instead).
+            cleanup_batch_size: rows deleted per cleanup statement.
+
+        Raises:
+            ConfigError, InvalidTTLError: an option is invalid.
+        """
+        if url is not None:
+            normalize_url(url)
+        _validate.check_identifier(table, what="table")
+        if schema is not None:
+            _validate.check_identifier(schema, what="schema")
+        _validate.check_ttl(ttl)
+        _validate.check_positive_int(pool_size, what="pool_size")
+        if durability not in _DURABILITY:
+            raise ConfigError(f"durability must be 'full' or 'relaxed', got {durability!r}.")
+        if cleanup_interval is not None:
+            _validate.check_ttl(cleanup_interval, what="cleanup_interval")
+        _validate.check_positive_int(cleanup_batch_size, what="cleanup_batch_size")
+        return SessionDriverConfig(
+            entrypoint="sqlsession.drivers.sql",
+            config={
+                "url": url,
+                "table": table,
+                "schema": schema,
+                "ttl": ttl,
+                "pool_size": pool_size,
+                "durability": durability,
+                "cleanup_interval": cleanup_interval,
+                "cleanup_batch_size": cleanup_batch_size,
+            },
+        )
+
+    def memory(self, max: int = 500, *, ttl: float | None = None) -> SessionDriverConfig:
+        """Configure the in-process LRU driver, for tests and development.
+
+        Args:
+            max: the most items kept; the least recently used goes first.
+            ttl: default lifetime of an item in seconds (None: no expiry).
+
+        Raises:
+            ConfigError, InvalidTTLError: an option is invalid.
+        """
+        _validate.check_positive_int(max, what="max")
+        _validate.check_ttl(ttl)
+        return SessionDriverConfig(
+            entrypoint="sqlsession.drivers.memory", config={"max": max, "ttl": ttl}
+        )
+
+
+session_drivers = _SessionDrivers()

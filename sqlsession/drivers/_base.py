@@ -1,0 +1,87 @@
+"""What the built-in drivers share: the ttl default marker, clock and expiry arithmetic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from .. import _codec, _validate
+from ..errors import ValueNotSerializableError
+
+Clock = Callable[[], float]
+"""Returns the current time as seconds since the Unix epoch (``time.time``)."""
+
+
+class _Default:
+    """The type of `DEFAULT`: "use the driver's configured ttl"."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = _Default()
+
+
+def to_ms(seconds: float) -> int:
+    """Seconds since the epoch as whole milliseconds, the unit stored in ``expires_at``."""
+    return round(seconds * 1000)
+
+
+class ExpiryMixin:
+    """Default ttl and clock handling for a driver; `expires_at` is in milliseconds."""
+
+    def __init__(self, ttl: float | None, clock: Clock | None) -> None:
+        self.ttl = _validate.check_ttl(ttl)
+        self._clock: Clock = clock if clock is not None else time.time
+
+    def _now_ms(self) -> int:
+        return to_ms(self._clock())
+
+    def _expires_at(self, ttl: Any) -> int | None:
+        """The expiry instant for a write with `ttl` (DEFAULT: the driver's own)."""
+        seconds = self.ttl if ttl is DEFAULT else _validate.check_ttl(ttl)
+        return None if seconds is None else to_ms(self._clock() + seconds)
+
+
+def prepare_merge(
+    key: str, changes: Mapping[str, Any] | None, delete: Iterable[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Validate `merge_item`'s arguments before anything is read or written."""
+    _validate.check_key(key)
+    if changes is not None and not isinstance(changes, Mapping):
+        raise ValueNotSerializableError(
+            f"merge_item(set=...) for session key {key!r} must be a mapping of str keys, got "
+            f"{type(changes).__name__}."
+        )
+    if isinstance(delete, str | bytes):
+        raise ValueNotSerializableError(
+            f"merge_item(delete=...) for session key {key!r} must be a list of str keys, got "
+            f"the single {type(delete).__name__} {delete!r}; wrap it in a list."
+        )
+    changed = dict(changes or {})
+    _codec.encode(key, changed)
+    removals = list(delete)
+    for name in removals:
+        if type(name) is not str:
+            raise ValueNotSerializableError(
+                f"merge_item(delete=...) for session key {key!r} must hold str keys, got "
+                f"{type(name).__name__}: {name!r}."
+            )
+    return changed, removals
+
+
+def apply_merge(
+    key: str, stored: str | None, changes: dict[str, Any], removals: list[str]
+) -> dict[str, Any]:
+    """The value `merge_item` writes, given the stored JSON text (None: absent or expired)."""
+    current = {} if stored is None else _codec.decode(stored)
+    if not isinstance(current, dict):
+        raise ValueNotSerializableError(
+            f"merge_item needs a dict stored under session key {key!r}, found "
+            f"{type(current).__name__}; use set_item to replace it."
+        )
+    for name in removals:
+        current.pop(name, None)
+    current.update(changes)
+    return current

@@ -1,0 +1,149 @@
+"""An in-process LRU driver with the same contract as the SQL driver, for tests and development.
+
+Values are stored as JSON text, so the same values are refused and what comes back is a
+fresh copy, exactly as with the SQL driver.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from .. import _codec, _validate
+from ._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
+
+__all__ = ["MemoryDriver", "create_driver"]
+
+
+class MemoryDriver(ExpiryMixin):
+    """Keeps at most `max` items in this process; the least recently used goes first.
+
+    Args:
+        max: the most items kept.
+        ttl: default lifetime in seconds (None: no expiry).
+        clock: returns seconds since the epoch; tests pass a fake one to move time.
+    """
+
+    def __init__(
+        self, max: int = 500, *, ttl: float | None = None, clock: Clock | None = None
+    ) -> None:
+        super().__init__(ttl, clock)
+        self.max = _validate.check_positive_int(max, what="max")
+        self._items: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
+
+    def _live(self, key: str) -> tuple[str, int | None] | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires_at = item[1]
+        if expires_at is not None and expires_at <= self._now_ms():
+            return None
+        self._items.move_to_end(key)
+        return item
+
+    def _store(self, key: str, text: str, expires_at: int | None) -> None:
+        self._items[key] = (text, expires_at)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max:
+            self._items.popitem(last=False)
+
+    async def get_item(self, key: str) -> Any:
+        """Return the value under `key`, or None when it is absent or expired."""
+        item = self._live(_validate.check_key(key))
+        return None if item is None else _codec.decode(item[0])
+
+    async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
+        """Store `value` under `key`; `ttl` overrides the default (None: no expiry)."""
+        _validate.check_key(key)
+        expires_at = self._expires_at(ttl)
+        self._store(key, _codec.encode(key, value), expires_at)
+
+    async def remove_item(self, key: str) -> None:
+        """Delete `key`; an absent key is not an error."""
+        self._items.pop(_validate.check_key(key), None)
+
+    async def has_item(self, key: str) -> bool:
+        """Whether a live item is stored under `key` (also when its value is None)."""
+        return self._live(_validate.check_key(key)) is not None
+
+    async def get_keys(self, prefix: str = "") -> list[str]:
+        """The live keys starting with `prefix`, sorted."""
+        prefix = _check_prefix(prefix)
+        now = self._now_ms()
+        return sorted(
+            key
+            for key, (_, expires_at) in self._items.items()
+            if key.startswith(prefix) and (expires_at is None or expires_at > now)
+        )
+
+    async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
+        """Set the expiry of a live `key` to now + `ttl`; False when absent or expired."""
+        item = self._live(_validate.check_key(key))
+        expires_at = self._expires_at(ttl)
+        if item is None:
+            return False
+        self._items[key] = (item[0], expires_at)
+        return True
+
+    async def merge_item(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> dict[str, Any]:
+        """Apply `set` and `delete` to the dict stored under `key` in one step.
+
+        An absent or expired key starts from an empty dict. Returns the merged dict.
+
+        Raises:
+            ValueNotSerializableError: the stored value is not a dict, or `set` holds a
+                value that is not JSON.
+        """
+        changes, removals = prepare_merge(key, set, delete)
+        expires_at = self._expires_at(ttl)
+        item = self._live(key)
+        merged = apply_merge(key, None if item is None else item[0], changes, removals)
+        self._store(key, _codec.encode(key, merged), expires_at)
+        return merged
+
+    async def clear(self, prefix: str = "") -> None:
+        """Delete every item whose key starts with `prefix` (all items by default)."""
+        prefix = _check_prefix(prefix)
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            del self._items[key]
+
+    async def cleanup(self) -> int:
+        """Delete expired items; returns how many."""
+        now = self._now_ms()
+        expired = [k for k, (_, exp) in self._items.items() if exp is not None and exp <= now]
+        for key in expired:
+            del self._items[key]
+        return len(expired)
+
+    async def dispose(self) -> None:
+        """Drop every item; the driver stays usable."""
+        self._items.clear()
+
+    async def __aenter__(self) -> MemoryDriver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+
+def _check_prefix(prefix: Any) -> str:
+    return "" if prefix == "" else _validate.check_key(prefix)
+
+
+def create_driver(config: dict[str, Any]) -> MemoryDriver:
+    """The factory `load_driver` calls: ``config`` holds ``max`` and ``ttl``."""
+    return MemoryDriver(max=config.get("max", 500), ttl=config.get("ttl"))

@@ -1,0 +1,595 @@
+"""The SQL driver: JSON session values in one keyed table on SQLite or PostgreSQL.
+
+Every operation is one statement on an autocommit connection, except `merge_item`, a
+short transaction that locks the row it changes. Expiry is filtered in SQL, so an
+expired row is never returned, counted or listed, whether or not cleanup has run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import Table, bindparam, delete, func, literal, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .. import _codec, _validate
+from .._table import SCHEMA_REVISION, session_table, version_table_name
+from .._url import redact_url, resolve_url
+from ..errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    SchemaError,
+    SessionError,
+    StorageError,
+)
+from ._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
+
+__all__ = ["SQLDriver", "create_driver"]
+
+logger = logging.getLogger("sqlsession")
+T = TypeVar("T")
+
+_CONFIG_KEYS = frozenset(
+    {
+        "url",
+        "table",
+        "schema",
+        "ttl",
+        "pool_size",
+        "durability",
+        "cleanup_interval",
+        "cleanup_batch_size",
+    }
+)
+# How long a SQLite writer waits for the database lock before giving up.
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class SQLDriver(ExpiryMixin):
+    """Session storage in one table of a SQLite or PostgreSQL database.
+
+    Args:
+        url: the database URL (see `sqlsession.session_drivers.sql`); None means
+            ``$SQLSESSION_URL``, else ``sqlite:///sqlsession.db``. Ignored when `engine`
+            is given.
+        table: the session table, created by ``sqlsession migrate --table``.
+        schema: the PostgreSQL schema of the table (None: the search path).
+        ttl: default lifetime of an item in seconds (None: no expiry).
+        pool_size: connections kept open.
+        durability: ``"relaxed"`` commits with ``synchronous_commit = off`` on PostgreSQL.
+        cleanup_interval: seconds between in-process cleanups (None: off).
+        cleanup_batch_size: rows deleted per cleanup statement.
+        engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
+            it open on `dispose`.
+        clock: returns seconds since the epoch (``time.time``); tests move it.
+
+    Raises:
+        ConfigError, InvalidTTLError: an option is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        table: str = "sqlsession",
+        schema: str | None = None,
+        ttl: float | None = None,
+        pool_size: int = 16,
+        durability: Literal["full", "relaxed"] = "full",
+        cleanup_interval: float | None = None,
+        cleanup_batch_size: int = 5000,
+        engine: AsyncEngine | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(ttl, clock)
+        self.table_name = _validate.check_identifier(table, what="table")
+        self.schema = None if schema is None else _validate.check_identifier(schema, what="schema")
+        pool_size = _validate.check_positive_int(pool_size, what="pool_size")
+        if durability not in ("full", "relaxed"):
+            raise ConfigError(f"durability must be 'full' or 'relaxed', got {durability!r}.")
+        self.cleanup_interval = (
+            None
+            if cleanup_interval is None
+            else _validate.check_ttl(cleanup_interval, what="cleanup_interval")
+        )
+        self.cleanup_batch_size = _validate.check_positive_int(
+            cleanup_batch_size, what="cleanup_batch_size"
+        )
+        self.last_cleanup_skipped = False
+        """True when the last `cleanup` found another process cleaning (PostgreSQL)."""
+
+        if engine is not None:
+            self._owns_engine = False
+            self.engine = engine
+            self.url = engine.url.render_as_string(hide_password=True)
+        else:
+            self._owns_engine = True
+            full_url = resolve_url(url)
+            self.url = redact_url(full_url)
+            self.engine = _create_engine(full_url, pool_size, durability)
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"The SQL driver supports SQLite and PostgreSQL, not {self.dialect!r}."
+            )
+        if self.dialect == "sqlite" and self.schema is not None:
+            raise ConfigError("schema is a PostgreSQL option; SQLite has none.")
+        self._sqlite_path = _sqlite_file(self.engine) if self.dialect == "sqlite" else None
+        self._table = session_table(self.table_name, self.schema)
+        self._build_statements(self._table)
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    def _build_statements(self, t: Table) -> None:
+        # Built once and reused, so each call only binds parameters.
+        c = t.c
+        live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+        insert = (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(t)
+        self._get = select(c.value).where(c.key == bindparam("k"), live)
+        self._has = select(literal(1)).where(c.key == bindparam("k"), live)
+        self._set = insert.values(
+            key=bindparam("k"), value=bindparam("v"), expires_at=bindparam("exp")
+        ).on_conflict_do_update(
+            index_elements=[c.key],
+            set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},
+        )
+        self._remove = delete(t).where(c.key == bindparam("k"))
+        self._touch = (
+            update(t).where(c.key == bindparam("k"), live).values(expires_at=bindparam("exp"))
+        )
+        in_range = (c.key >= bindparam("low"), c.key < bindparam("high"))
+        self._keys_all = select(c.key).where(live).order_by(c.key)
+        self._keys_from = select(c.key).where(live, c.key >= bindparam("low")).order_by(c.key)
+        self._keys_range = select(c.key).where(live, *in_range).order_by(c.key)
+        self._clear_all = delete(t)
+        self._clear_from = delete(t).where(c.key >= bindparam("low"))
+        self._clear_range = delete(t).where(*in_range)
+        self._stats = select(
+            func.count().filter(live).label("live"),
+            func.count().filter(c.expires_at <= bindparam("now")).label("expired"),
+        )
+        expired = c.expires_at <= bindparam("now")
+        batch = select(c.key).where(expired).limit(bindparam("batch"))
+        if self.dialect == "postgresql":
+            # Rows a writer holds are skipped rather than waited for, and the outer
+            # condition re-checks expiry on the row version the DELETE actually sees, so
+            # a session refreshed during cleanup is never deleted.
+            batch = batch.with_for_update(skip_locked=True)
+            # One value per table, stable across processes, for pg_try_advisory_lock.
+            name = f"sqlsession.cleanup:{self.schema or ''}.{self.table_name}"
+            self._lock_key = int.from_bytes(
+                hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+            )
+        self._cleanup = delete(t).where(c.key.in_(batch.scalar_subquery()), expired)
+        # merge_item: lock (or create) the row and read what it holds, in one statement.
+        self._merge_lock = (
+            insert.values(key=bindparam("k"), value="{}", expires_at=None)
+            .on_conflict_do_update(index_elements=[c.key], set_={"key": insert.excluded.key})
+            .returning(c.value, c.expires_at)
+        )
+        self._merge_read = select(c.value, c.expires_at).where(c.key == bindparam("k"))
+        self._merge_write = (
+            update(t)
+            .where(c.key == bindparam("k"))
+            .values(value=bindparam("v"), expires_at=bindparam("exp"))
+        )
+
+    # -- the contract -------------------------------------------------------------------
+
+    async def get_item(self, key: str) -> Any:
+        """Return the value stored under `key`, or None when it is absent or expired.
+
+        Raises:
+            InvalidKeyError: `key` is not a valid session key.
+            SchemaError: the table is missing or not migrated.
+            StorageError: the database failed the read.
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        row = await self._run(lambda conn: _first(conn, self._get, params))
+        return None if row is None else _codec.decode(row[0])
+
+    async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
+        """Store `value` under `key`, replacing what was there.
+
+        Args:
+            key: the session key.
+            value: a JSON value (dict with str keys, list, tuple, str, int, float, bool,
+                None).
+            ttl: seconds until the item expires; by default the driver's ``ttl``; None
+                for no expiry.
+
+        Raises:
+            InvalidKeyError, InvalidTTLError, ValueNotSerializableError: bad input;
+                nothing is written.
+            SchemaError, StorageError: as for `get_item`.
+        """
+        _validate.check_key(key)
+        params = {"k": key, "exp": self._expires_at(ttl), "v": _codec.encode(key, value)}
+        await self._run(lambda conn: conn.execute(self._set, params))
+
+    async def remove_item(self, key: str) -> None:
+        """Delete `key`; an absent key is not an error."""
+        params = {"k": _validate.check_key(key)}
+        await self._run(lambda conn: conn.execute(self._remove, params))
+
+    # -- the built-in extras ------------------------------------------------------------
+
+    async def has_item(self, key: str) -> bool:
+        """Whether a live item is stored under `key` (also when its value is None)."""
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        return await self._run(lambda conn: _first(conn, self._has, params)) is not None
+
+    async def get_keys(self, prefix: str = "") -> list[str]:
+        """The live keys that start with `prefix` (``%`` and ``_`` match literally), sorted."""
+        stmt, params = self._prefix_query(prefix, self._keys_all, self._keys_from, self._keys_range)
+        params["now"] = self._now_ms()
+
+        async def keys(conn: AsyncConnection) -> list[str]:
+            return list((await conn.execute(stmt, params)).scalars())
+
+        return await self._run(keys)
+
+    async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
+        """Set the expiry of a live `key` to now + `ttl` (None: never).
+
+        Returns:
+            False when `key` is absent or already expired (nothing is written).
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        params["exp"] = self._expires_at(ttl)
+
+        async def touch(conn: AsyncConnection) -> bool:
+            return (await conn.execute(self._touch, params)).rowcount > 0
+
+        return await self._run(touch)
+
+    async def clear(self, prefix: str = "") -> None:
+        """Delete every item whose key starts with `prefix` (all items by default)."""
+        stmt, params = self._prefix_query(
+            prefix, self._clear_all, self._clear_from, self._clear_range
+        )
+        await self._run(lambda conn: conn.execute(stmt, params))
+
+    async def merge_item(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> dict[str, Any]:
+        """Apply `set` and `delete` to the dict stored under `key` in one atomic step.
+
+        The row is locked while it is changed, so two processes changing different keys
+        of one value both win. An absent or expired item starts from an empty dict.
+
+        Args:
+            key: the session key.
+            set: keys to add or replace in the stored dict.
+            delete: keys to remove from it (absent ones are ignored).
+            ttl: as for `set_item`; applies to the whole item.
+
+        Returns:
+            The dict now stored.
+
+        Raises:
+            ValueNotSerializableError: the stored value is not a dict, or `set` is not
+                JSON; nothing is written.
+        """
+        changes, removals = prepare_merge(key, set, delete)
+        exp = self._expires_at(ttl)
+
+        async def merge(conn: AsyncConnection) -> dict[str, Any]:
+            now = self._now_ms()
+            row: Any
+            if self.dialect == "postgresql":
+                # The engine autocommits; this one connection runs a real transaction,
+                # so the row lock taken by the upsert lasts until the write commits.
+                await conn.execution_options(isolation_level="READ COMMITTED")
+                await conn.begin()
+                row = (await conn.execute(self._merge_lock, {"k": key})).one()
+            else:
+                # IMMEDIATE takes the write lock before reading, so no other writer can
+                # slip in between the read and the write.
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                row = (await conn.execute(self._merge_read, {"k": key})).first()
+            try:
+                stored = None if row is None or (row[1] is not None and row[1] <= now) else row[0]
+                merged = apply_merge(key, stored, changes, removals)
+                value = _codec.encode(key, merged)
+                write = self._set if row is None else self._merge_write
+                await conn.execute(write, {"k": key, "v": value, "exp": exp})
+            except BaseException:
+                await _rollback(conn, self.dialect)
+                raise
+            await _commit(conn, self.dialect)
+            return merged
+
+        return await self._run(merge, transactional=True)
+
+    async def cleanup(self) -> int:
+        """Delete expired rows in batches of ``cleanup_batch_size``.
+
+        On PostgreSQL, one process at a time does the work (an advisory lock per
+        table); the others return 0 at once and set `last_cleanup_skipped`.
+
+        Returns:
+            How many expired rows were deleted.
+        """
+
+        async def run(conn: AsyncConnection) -> int:
+            self.last_cleanup_skipped = False
+            if self.dialect == "postgresql":
+                got = await conn.scalar(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": self._lock_key}
+                )
+                if not got:
+                    self.last_cleanup_skipped = True
+                    return 0
+            try:
+                total = 0
+                while True:
+                    params = {"now": self._now_ms(), "batch": self.cleanup_batch_size}
+                    deleted = (await conn.execute(self._cleanup, params)).rowcount
+                    total += deleted
+                    if deleted < self.cleanup_batch_size:
+                        return total
+                    await asyncio.sleep(0)  # let the app's own queries through
+            finally:
+                if self.dialect == "postgresql":
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._lock_key})
+
+        return await self._run(run, transactional=True)
+
+    async def stats(self) -> dict[str, int]:
+        """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup)."""
+        params = {"now": self._now_ms()}
+
+        async def count(conn: AsyncConnection) -> dict[str, int]:
+            row = (await conn.execute(self._stats, params)).one()
+            return {"live": int(row.live), "expired": int(row.expired)}
+
+        return await self._run(count)
+
+    async def dispose(self) -> None:
+        """Stop the periodic cleanup and close the engine if this driver created it."""
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._owns_engine:
+            await self.engine.dispose()
+        self._ready = False
+
+    async def __aenter__(self) -> SQLDriver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _prefix_query(
+        self, prefix: Any, every: Any, from_low: Any, in_range: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        if prefix == "":
+            return every, {}
+        low = _validate.check_key(prefix)
+        high = _prefix_successor(low)
+        if high is None:
+            return from_low, {"low": low}
+        return in_range, {"low": low, "high": high}
+
+    async def _run(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        transactional: bool = False,
+    ) -> T:
+        """Run `work` on a pooled connection, mapping database errors to ours.
+
+        A connection the server dropped is replaced and single-statement work is tried
+        once more (every such operation here is idempotent).
+        """
+        if not self._ready:
+            await self._check_schema()
+        for attempt in (1, 2):
+            try:
+                async with self.engine.connect() as conn:
+                    return await work(conn)
+            except DBAPIError as exc:
+                if exc.connection_invalidated and attempt == 1 and not transactional:
+                    continue
+                raise self._storage_error(exc) from exc
+            except SessionError:
+                raise
+            except (SQLAlchemyError, OSError) as exc:
+                raise self._storage_error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _check_schema(self) -> None:
+        async with self._ready_lock:
+            if self._ready:
+                return
+            if self._sqlite_path is not None and not os.path.exists(  # noqa: ASYNC240 - one stat, once per driver
+                self._sqlite_path
+            ):
+                raise SchemaError(
+                    f"The SQLite database {self._sqlite_path!r} does not exist. Create it "
+                    f"with: sqlsession migrate --url {self.url} --table {self.table_name}"
+                )
+            name = version_table_name(self.table_name)
+            qualified = f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
+            try:
+                async with self.engine.connect() as conn:
+                    versions = list(
+                        (await conn.execute(text(f"SELECT version_num FROM {qualified}"))).scalars()
+                    )
+            except (SQLAlchemyError, OSError) as exc:
+                error = self._storage_error(exc)
+                if isinstance(error, DatabaseUnavailableError):
+                    raise error from exc
+                raise SchemaError(
+                    f"The session table {self._where()} has not been migrated (no version "
+                    f"table {name!r}). Run: {self._migrate_hint()}"
+                ) from exc
+            if versions != [SCHEMA_REVISION]:
+                raise SchemaError(
+                    f"The session table {self._where()} is at migration {versions or None}, "
+                    f"this sqlsession needs {SCHEMA_REVISION!r}. Run: {self._migrate_hint()}"
+                )
+            self._ready = True
+            if self.cleanup_interval is not None and self._cleanup_task is None:
+                self._cleanup_task = asyncio.get_running_loop().create_task(
+                    self._cleanup_periodically(self.cleanup_interval),
+                    name=f"sqlsession cleanup of {self.table_name}",
+                )
+
+    async def _cleanup_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                deleted = await self.cleanup()
+                logger.debug("sqlsession cleanup of %s deleted %d rows", self._where(), deleted)
+            except SessionError:
+                # Keep the app serving; the next run tries again.
+                logger.exception("sqlsession cleanup of %s failed", self._where())
+
+    def _where(self) -> str:
+        table = f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        return f"{table!r} in {self.url}"
+
+    def _migrate_hint(self) -> str:
+        schema = f" --schema {self.schema}" if self.schema else ""
+        return f"sqlsession migrate --url {self.url} --table {self.table_name}{schema}"
+
+    def _storage_error(self, exc: BaseException) -> SessionError:
+        """Translate a database error into the sqlsession error tree."""
+        orig = getattr(exc, "orig", None) or exc
+        message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(
+            getattr(orig, "__cause__", None), "sqlstate", None
+        )
+        lowered = message.lower()
+        if (
+            sqlstate == "42P01"
+            or "no such table" in lowered
+            or ("does not exist" in lowered and "relation" in lowered)
+        ):
+            self._ready = False
+            return SchemaError(
+                f"The session table {self._where()} is missing. Run: {self._migrate_hint()}"
+            )
+        unreachable = (
+            isinstance(orig, OSError | TimeoutError)
+            or (sqlstate is not None and str(sqlstate)[:2] in ("08", "28", "3D"))
+            or "unable to open database file" in lowered
+            or "connect call failed" in lowered
+            or "password authentication failed" in lowered
+        )
+        if unreachable:
+            return DatabaseUnavailableError(
+                f"Cannot reach the session database {self.url}: {message}. Check the URL, "
+                "that the server is running, and the credentials."
+            )
+        return StorageError(f"The session database {self.url} failed: {message}")
+
+
+def _create_engine(url: str, pool_size: int, durability: str) -> AsyncEngine:
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_size": pool_size}
+    if url.startswith("sqlite"):
+        if make_url(url).database in (None, "", ":memory:"):
+            raise ConfigError(
+                "An in-memory SQLite database is private to each connection; use a file "
+                "URL (sqlite:///sessions.db) or the memory driver (session_drivers.memory())."
+            )
+        engine = create_async_engine(url, **options)
+        _setup_sqlite(engine)
+        return engine
+    if durability == "relaxed":
+        options["connect_args"] = {"server_settings": {"synchronous_commit": "off"}}
+    return create_async_engine(url, max_overflow=pool_size, **options)
+
+
+def _setup_sqlite(engine: AsyncEngine) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The busy timeout comes first, so that switching to WAL waits for other
+        # connections instead of failing with "database is locked".
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
+async def _first(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Any:
+    return (await conn.execute(stmt, params)).first()
+
+
+async def _commit(conn: AsyncConnection, dialect: str) -> None:
+    if dialect == "postgresql":
+        await conn.commit()
+    else:
+        await conn.exec_driver_sql("COMMIT")
+
+
+async def _rollback(conn: AsyncConnection, dialect: str) -> None:
+    if dialect == "postgresql":
+        await conn.rollback()
+    else:
+        await conn.exec_driver_sql("ROLLBACK")
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix`.
+
+    None when there is none (the prefix is all U+10FFFF). Both backends order keys by
+    code point (SQLite's binary collation, PostgreSQL's "C"), so ``low <= key < high``
+    selects exactly the keys with that prefix and can use the primary key index.
+    """
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            following = last + 1 if last + 1 != 0xD800 else 0xE000  # skip surrogates
+            return prefix[:-1] + chr(following)
+        prefix = prefix[:-1]
+    return None
+
+
+def create_driver(config: dict[str, Any]) -> SQLDriver:
+    """The factory `load_driver` calls with the dict built by `session_drivers.sql`.
+
+    Raises:
+        ConfigError: the config has an option the SQL driver does not know.
+    """
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"Unknown SQL driver option(s) {unknown}; known: {sorted(_CONFIG_KEYS)}.")
+    return SQLDriver(**config)

@@ -1,0 +1,63 @@
+"""The error tree: everything sqlsession raises on purpose derives from `SessionError`.
+
+Errors about a bad argument also derive from the built-in a caller would expect
+(`ValueError` for a bad key or ttl, `TypeError` for a value that is not JSON), so
+`except ValueError` keeps working in code that does not know about sqlsession.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DatabaseUnavailableError",
+    "DriverLoadError",
+    "InvalidKeyError",
+    "InvalidTTLError",
+    "SchemaError",
+    "SessionError",
+    "StorageError",
+    "ValueNotSerializableError",
+]
+
+
+class SessionError(Exception):
+    """Base class of every error sqlsession raises on purpose."""
+
+
+class ConfigError(SessionError, ValueError):
+    """A driver configuration is invalid (bad URL, table name, option or JSON config)."""
+
+
+class DriverLoadError(SessionError):
+    """`load_driver` could not turn a `SessionDriverConfig` into a driver.
+
+    The message names the entrypoint and what was tried; the original error is the
+    ``__cause__``.
+    """
+
+
+class InvalidKeyError(SessionError, ValueError):
+    """A session key is not a non-empty string of at most 255 characters without NUL."""
+
+
+class InvalidTTLError(SessionError, ValueError):
+    """A ttl is not None or a finite number of seconds of at least 0.001."""
+
+
+class ValueNotSerializableError(SessionError, TypeError):
+    """A value cannot be stored as JSON and come back equal with the same Python types."""
+
+
+class StorageError(SessionError):
+    """The database refused or failed an operation."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The database cannot be reached (wrong host, port, credentials or file path)."""
+
+
+class SchemaError(StorageError):
+    """The session table is missing or not at the migration the driver expects.
+
+    Run ``sqlsession migrate`` (or ``alembic upgrade head``) against the same URL.
+    """

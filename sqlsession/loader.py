@@ -1,0 +1,167 @@
+"""The runtime half's loader: turn a `SessionDriverConfig` into a driver object."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .config import SessionDriverConfig
+from .driver import SessionDriver
+from .errors import DriverLoadError, SessionError
+
+__all__ = ["load_driver", "open_driver"]
+
+ENTRY_POINT_GROUP = "sqlsession.drivers"
+FACTORY = "create_driver"
+
+
+def load_driver(cfg: SessionDriverConfig) -> SessionDriver:
+    """Import the driver named by ``cfg.entrypoint`` and build it from ``cfg.config``.
+
+    A string is resolved in this order: a ``file://`` URL, or a string ending in ``.py``
+    or containing a path separator, is a file (relative to the working directory);
+    otherwise ``module:attribute``; otherwise a name registered in the entry-point group
+    ``sqlsession.drivers``, then a module path whose ``create_driver`` is the factory.
+
+    Raises:
+        DriverLoadError: nothing could be imported, there is no factory, the factory
+            raised, or it returned something without ``get_item``/``set_item``/
+            ``remove_item``. The message names the entrypoint; the original error is
+            the ``__cause__``.
+    """
+    if not isinstance(cfg, SessionDriverConfig):
+        raise DriverLoadError(
+            f"load_driver() takes a SessionDriverConfig, got {type(cfg).__name__}: {cfg!r}."
+        )
+    entrypoint = cfg.entrypoint
+    factory, origin = _resolve(entrypoint)
+    try:
+        driver = factory(dict(cfg.config or {}))
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, SessionError) else f"{type(exc).__name__}: {exc}"
+        raise DriverLoadError(
+            f"The driver factory {origin} for entrypoint {entrypoint!r} raised: {detail}"
+        ) from exc
+    if not isinstance(driver, SessionDriver):
+        raise DriverLoadError(
+            f"The driver factory {origin} for entrypoint {entrypoint!r} returned "
+            f"{type(driver).__name__}, which lacks get_item, set_item or remove_item."
+        )
+    return driver
+
+
+@asynccontextmanager
+async def open_driver(cfg: SessionDriverConfig) -> AsyncIterator[SessionDriver]:
+    """Load a driver for the ``async with`` block and dispose it on the way out."""
+    driver = load_driver(cfg)
+    try:
+        yield driver
+    finally:
+        dispose = getattr(driver, "dispose", None)
+        if dispose is not None:
+            await dispose()
+
+
+def _resolve(entrypoint: str | os.PathLike[str]) -> tuple[Callable[..., Any], str]:
+    """Return the factory for `entrypoint` and a description of where it came from."""
+    if isinstance(entrypoint, os.PathLike):
+        return _from_file(Path(os.fspath(entrypoint)), entrypoint)
+    if entrypoint.startswith("file://"):
+        return _from_file(Path(unquote(urlparse(entrypoint).path)), entrypoint)
+    if entrypoint.endswith(".py") or "/" in entrypoint or os.sep in entrypoint:
+        return _from_file(Path(entrypoint), entrypoint)
+    if ":" in entrypoint:
+        module_name, _, attribute = entrypoint.partition(":")
+        return _attribute(_import(module_name, entrypoint), attribute, entrypoint)
+    registered = entry_points(group=ENTRY_POINT_GROUP, name=entrypoint)
+    for ep in registered:
+        try:
+            factory = ep.load()
+        except Exception as exc:
+            raise DriverLoadError(
+                f"The driver {entrypoint!r} is registered in the entry-point group "
+                f"{ENTRY_POINT_GROUP!r} as {ep.value!r}, but loading it failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return _callable(factory, f"{ep.value!r} (entry point {entrypoint!r})", entrypoint)
+    return _attribute(_import(entrypoint, entrypoint), FACTORY, entrypoint)
+
+
+def _import(module_name: str, entrypoint: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        tried = f"module {module_name!r}"
+        if ":" not in entrypoint:
+            tried = f"an entry point named {entrypoint!r} in {ENTRY_POINT_GROUP!r}, then {tried}"
+        raise DriverLoadError(
+            f"Cannot load the session driver {entrypoint!r}: tried {tried}, and importing "
+            f"it failed with {type(exc).__name__}: {exc}. Check the spelling, install the "
+            "package that provides it, or pass a file path."
+        ) from exc
+
+
+def _from_file(path: Path, entrypoint: str | os.PathLike[str]) -> tuple[Callable[..., Any], str]:
+    path = path.resolve()
+    if not path.is_file():
+        raise DriverLoadError(
+            f"Cannot load the session driver {entrypoint!r}: the file {str(path)!r} does not "
+            "exist. A relative path is taken from the working directory; use "
+            "Path(__file__).with_name(...) to point next to your config module."
+        )
+    # One module per file, reused, so loading a driver twice does not run its file twice.
+    name = "_sqlsession_file_driver_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise DriverLoadError(
+                f"Cannot load the session driver {entrypoint!r}: {str(path)!r} is not a "
+                "Python file."
+            )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise DriverLoadError(
+                f"Cannot load the session driver {entrypoint!r}: running {str(path)!r} "
+                f"failed with {type(exc).__name__}: {exc}"
+            ) from exc
+    return _attribute(module, FACTORY, entrypoint)
+
+
+def _attribute(
+    module: ModuleType, attribute: str, entrypoint: str | os.PathLike[str]
+) -> tuple[Callable[..., Any], str]:
+    origin = f"{module.__name__}:{attribute}"
+    try:
+        factory = getattr(module, attribute)
+    except AttributeError as exc:
+        raise DriverLoadError(
+            f"Cannot load the session driver {entrypoint!r}: {module.__name__!r} has no "
+            f"attribute {attribute!r}. A driver module defines create_driver(config)."
+        ) from exc
+    return _callable(factory, origin, entrypoint)
+
+
+def _callable(
+    factory: object, origin: str, entrypoint: str | os.PathLike[str]
+) -> tuple[Callable[..., Any], str]:
+    if not callable(factory):
+        raise DriverLoadError(
+            f"Cannot load the session driver {entrypoint!r}: {origin} is a "
+            f"{type(factory).__name__}, not a callable factory."
+        )
+    return factory, origin
