@@ -110,7 +110,9 @@ class SQLDriver(ExpiryMixin):
 
         if engine is not None:
             self._owns_engine = False
-            self.engine = engine
+            # Each operation commits on its own, whatever the given engine's default is;
+            # the copy shares the engine's pool.
+            self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
             self.url = engine.url.render_as_string(hide_password=True)
         else:
             self._owns_engine = True

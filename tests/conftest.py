@@ -1,0 +1,170 @@
+"""Shared fixtures: a movable clock, migrated SQLite files and a PostgreSQL database.
+
+PostgreSQL comes from ``SQLSESSION_TEST_POSTGRES_URL``. Without it, PostgreSQL tests
+skip with a reason; with ``SQLSESSION_TEST_NO_SKIP=1`` (set by ``.ci/run``) every skip
+is turned into a failure, so CI cannot go green without the PostgreSQL tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from sqlsession.drivers.memory import MemoryDriver
+from sqlsession.drivers.sql import SQLDriver
+
+POSTGRES_ENV = "SQLSESSION_TEST_POSTGRES_URL"
+NO_SKIP_ENV = "SQLSESSION_TEST_NO_SKIP"
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+class FakeClock:
+    """A clock the tests move by hand: seconds since the epoch, starting in 2026."""
+
+    def __init__(self, start: float = 1_790_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def migrate(url: str, table: str = "sqlsession", schema: str | None = None) -> None:
+    """Run our migrations to head, as ``sqlsession migrate`` does."""
+    from sqlsession import _migrate
+
+    _migrate.upgrade(url, table=table, schema=schema)
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Migrating once and copying the file keeps each test's fresh database cheap.
+    path = tmp_path_factory.mktemp("template") / "sessions.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
+    """A fresh SQLite file with the table ``sqlsession`` migrated, as a URL."""
+    path = tmp_path / "sessions.db"
+    shutil.copy(_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+
+def postgres_base_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"set {POSTGRES_ENV}=postgresql://user@host/db to run PostgreSQL tests")
+    return url
+
+
+def admin_sql(url: str, statement: str) -> None:
+    """Run one statement on PostgreSQL with raw asyncpg, from sync or async code."""
+    import asyncpg
+
+    async def run() -> None:
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    # A fixture may be set up from inside a running event loop (getfixturevalue in an
+    # async fixture), where asyncio.run is not allowed: use a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of our own for this test session, dropped at the end, as a URL."""
+    base = postgres_base_url()
+    name = f"sqlsession_test_{uuid.uuid4().hex[:12]}"
+    admin_sql(base, f'CREATE DATABASE "{name}"')
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The test session's PostgreSQL database with an empty, migrated ``sqlsession`` table."""
+    admin_sql(postgres_database, "DELETE FROM sqlsession")
+    return postgres_database
+
+
+# -- drivers -----------------------------------------------------------------------------
+
+DriverFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_driver(
+    backend: str, request: pytest.FixtureRequest, clock: FakeClock
+) -> AsyncIterator[DriverFactory]:
+    """Build drivers of the parametrised backend, all on one database and one clock."""
+    url = None
+    if backend != "memory":
+        url = request.getfixturevalue(f"{backend}_url")
+    made: list[Any] = []
+
+    async def make(**options: Any) -> Any:
+        options.setdefault("clock", clock)
+        driver: Any = MemoryDriver(**options) if url is None else SQLDriver(url, **options)
+        made.append(driver)
+        return driver
+
+    yield make
+    for driver in made:
+        await driver.dispose()
+
+
+@pytest.fixture
+async def driver(make_driver: DriverFactory) -> Any:
+    """A driver of the parametrised backend with no default ttl."""
+    return await make_driver()
+
+
+# -- CI: a skip is a failure -------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if os.environ.get(NO_SKIP_ENV) == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped, but {NO_SKIP_ENV}=1 forbids skips: {reason}"
+    return report

@@ -1,0 +1,374 @@
+"""What only the SQL driver does: URLs, schema checks, errors, cleanup, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from sqlsession import (
+    ConfigError,
+    DatabaseUnavailableError,
+    SchemaError,
+    load_driver,
+    session_drivers,
+)
+from sqlsession.drivers.sql import SQLDriver
+
+from .conftest import FakeClock, admin_sql, migrate, postgres_base_url
+
+SQL_BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+# -- URLs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "sessions.db", "mysql://root@localhost/db", "sqlite:relative.db", 42, "redis://x"],
+)
+def test_bad_url_is_refused_by_config_and_driver(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="URL"):
+        session_drivers.sql(url=bad)
+    with pytest.raises(ConfigError, match="URL"):
+        SQLDriver(bad)
+
+
+def test_url_password_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        SQLDriver("mysql://app:s3cret@db/app")
+    assert "s3cret" not in str(info.value)
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    with pytest.raises(ConfigError, match="memory driver"):
+        SQLDriver("sqlite:///:memory:")
+
+
+async def test_plain_schemes_map_to_async_drivers(sqlite_url: str) -> None:
+    assert sqlite_url.startswith("sqlite:///")
+    async with SQLDriver(sqlite_url) as driver:
+        assert driver.engine.url.drivername == "sqlite+aiosqlite"
+        await driver.set_item("k", 1)
+    base = os.environ.get("SQLSESSION_TEST_POSTGRES_URL")
+    if base:
+        for scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+            driver = SQLDriver(scheme + "://" + base.split("://", 1)[1])
+            assert driver.engine.url.drivername == "postgresql+asyncpg"
+            await driver.dispose()
+
+
+async def test_env_var_is_read_when_the_driver_is_loaded(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SQLSESSION_URL", "sqlite:////nonexistent/built-time.db")
+    cfg = session_drivers.sql()  # the URL is not resolved here
+    assert cfg.config is not None
+    assert cfg.config["url"] is None
+    monkeypatch.setenv("SQLSESSION_URL", sqlite_url)
+    driver: Any = load_driver(cfg)
+    try:
+        await driver.set_item("k", "via env")
+        assert await driver.get_item("k") == "via env"
+        assert driver.engine.url.database == sqlite_url.split(":///", 1)[1]
+    finally:
+        await driver.dispose()
+
+
+async def test_default_url_is_sqlsession_db_in_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SQLSESSION_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    migrate(None)  # type: ignore[arg-type]
+    assert (tmp_path / "sqlsession.db").exists()
+    async with SQLDriver() as driver:
+        await driver.set_item("k", 1)
+        assert await driver.get_item("k") == 1
+
+
+# -- schema: never created implicitly ------------------------------------------------------
+
+
+async def test_missing_sqlite_file_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    async with SQLDriver(f"sqlite:///{path}") as driver:
+        with pytest.raises(SchemaError, match="sqlsession migrate --url"):
+            await driver.set_item("k", 1)
+        with pytest.raises(SchemaError):
+            await driver.get_item("k")
+    assert not path.exists()
+
+
+async def test_unmigrated_table_says_run_migrate(url: str) -> None:
+    async with SQLDriver(url, table="never_migrated") as driver:
+        with pytest.raises(SchemaError) as info:
+            await driver.set_item("k", 1)
+    message = str(info.value)
+    assert "sqlsession migrate" in message
+    assert "--table never_migrated" in message
+
+
+async def test_table_behind_head_says_run_migrate(url: str) -> None:
+    engine = create_async_engine(
+        url.replace("sqlite://", "sqlite+aiosqlite://", 1).replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
+    )
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE sqlsession_alembic_version SET version_num = '0000'"))
+    try:
+        async with SQLDriver(url) as driver:
+            with pytest.raises(SchemaError, match=r"'0001'.*sqlsession migrate"):
+                await driver.get_item("k")
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE sqlsession_alembic_version SET version_num = '0001'"))
+        await engine.dispose()
+
+
+async def test_table_dropped_later_gives_schema_error(url: str) -> None:
+    async with SQLDriver(url) as driver:
+        await driver.set_item("k", 1)
+        engine = driver.engine
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE sqlsession RENAME TO sqlsession_gone"))
+        try:
+            with pytest.raises(SchemaError, match="sqlsession migrate"):
+                await driver.get_item("k")
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(text("ALTER TABLE sqlsession_gone RENAME TO sqlsession"))
+
+
+# -- unreachable databases -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        "postgresql://nobody@127.0.0.1:1/nowhere",
+        "postgresql://root@127.0.0.1:5432/sqlsession_no_such_database",
+    ],
+)
+async def test_unreachable_postgres(unreachable: str) -> None:
+    postgres_base_url()
+    async with SQLDriver(unreachable) as driver:
+        with pytest.raises(DatabaseUnavailableError, match="Cannot reach"):
+            await driver.set_item("k", 1)
+
+
+async def test_sqlite_in_a_missing_directory(tmp_path: Path) -> None:
+    async with SQLDriver(f"sqlite:///{tmp_path}/no/such/dir/s.db") as driver:
+        with pytest.raises(SchemaError, match="does not exist"):
+            await driver.get_item("k")
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("table", "bad-name"),
+        ("table", "1abc"),
+        ("table", "x" * 47),
+        ("table", "drop table x;--"),
+        ("schema", "a.b"),
+        ("pool_size", 0),
+        ("durability", "maybe"),
+        ("cleanup_batch_size", 0),
+        ("cleanup_interval", -5),
+    ],
+)
+def test_bad_options_are_refused(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=option):
+        session_drivers.sql(url="sqlite:///x.db", **{option: value})
+    with pytest.raises(ValueError, match=option):
+        SQLDriver("sqlite:///x.db", **{option: value})
+
+
+def test_unknown_config_key_is_refused() -> None:
+    from sqlsession.drivers.sql import create_driver
+
+    with pytest.raises(ConfigError, match="poolsize"):
+        create_driver({"url": "sqlite:///x.db", "poolsize": 3})
+
+
+async def test_a_given_engine_is_left_open(sqlite_url: str) -> None:
+    engine = create_async_engine(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://", 1))
+    async with SQLDriver(engine=engine) as driver:
+        await driver.set_item("k", 1)
+    async with engine.connect() as conn:  # still usable: the driver did not dispose it
+        assert await conn.scalar(text("SELECT count(*) FROM sqlsession")) == 1
+    await engine.dispose()
+
+
+async def test_relaxed_durability_turns_off_synchronous_commit(postgres_url: str) -> None:
+    async with SQLDriver(postgres_url, durability="relaxed") as driver:
+        await driver.set_item("k", 1)
+        async with driver.engine.connect() as conn:
+            assert await conn.scalar(text("SHOW synchronous_commit")) == "off"
+    async with SQLDriver(postgres_url) as driver, driver.engine.connect() as conn:
+        assert await conn.scalar(text("SHOW synchronous_commit")) == "on"
+
+
+async def test_postgres_schema_and_separate_tables(postgres_database: str) -> None:
+    schema = f"s_{uuid.uuid4().hex[:8]}"
+    admin_sql(postgres_database, f'CREATE SCHEMA "{schema}"')
+    migrate(postgres_database, table="other", schema=schema)
+    migrate(postgres_database, table="second")
+    async with (
+        SQLDriver(postgres_database, table="other", schema=schema) as a,
+        SQLDriver(postgres_database, table="second") as b,
+    ):
+        await a.set_item("k", "in schema")
+        await b.set_item("k", "second table")
+        assert await a.get_item("k") == "in schema"
+        assert await b.get_item("k") == "second table"
+        await a.clear()
+        assert await b.get_item("k") == "second table"
+
+
+async def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
+    async with SQLDriver(sqlite_url) as driver:
+        await driver.set_item("k", 1)
+        async with driver.engine.connect() as conn:
+            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+
+
+# -- cleanup -------------------------------------------------------------------------------
+
+
+async def test_cleanup_in_batches_never_deletes_live_rows(url: str, clock: FakeClock) -> None:
+    async with SQLDriver(url, clock=clock, ttl=60, cleanup_batch_size=50) as driver:
+        await asyncio.gather(*(driver.set_item(f"old{i:04}", i) for i in range(1000)))
+        await driver.set_item("forever", "f", ttl=None)
+        clock.advance(30)
+        await driver.set_item("young", "y")
+        clock.advance(31)  # old* expired, young still has 29 s
+        refreshed = [f"old{i:04}" for i in range(0, 1000, 7)]
+
+        async def refresh() -> None:
+            # Sessions refreshed while cleanup runs must survive it.
+            for key in refreshed:
+                await driver.set_item(key, "refreshed")
+
+        deleted, _ = await asyncio.gather(driver.cleanup(), refresh())
+        assert 1000 - len(refreshed) <= deleted <= 1000
+        for key in refreshed:
+            assert await driver.get_item(key) == "refreshed"
+        assert await driver.get_item("young") == "y"
+        assert await driver.get_item("forever") == "f"
+        assert await driver.stats() == {"live": len(refreshed) + 2, "expired": 0}
+
+
+async def test_stats_counts_live_and_expired(url: str, clock: FakeClock) -> None:
+    async with SQLDriver(url, clock=clock) as driver:
+        await driver.set_item("a", 1, ttl=10)
+        await driver.set_item("b", 1, ttl=100)
+        await driver.set_item("c", 1, ttl=None)
+        clock.advance(50)
+        assert await driver.stats() == {"live": 2, "expired": 1}
+
+
+async def test_one_postgres_cleanup_at_a_time(postgres_url: str, clock: FakeClock) -> None:
+    async with SQLDriver(postgres_url, clock=clock, ttl=1) as driver:
+        await driver.set_item("old", 1)
+        clock.advance(2)
+        async with driver.engine.connect() as holder:
+            # Another process holding the table's cleanup lock:
+            await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": driver._lock_key})
+            assert await driver.cleanup() == 0
+            assert driver.last_cleanup_skipped is True
+            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": driver._lock_key})
+        assert await driver.cleanup() == 1
+        assert driver.last_cleanup_skipped is False
+
+
+async def test_periodic_cleanup_task(url: str, clock: FakeClock) -> None:
+    # The clock decides what is expired; only the schedule runs on real (short) time.
+    async with SQLDriver(url, clock=clock, ttl=1, cleanup_interval=0.02) as driver:
+        await driver.set_item("old", 1)
+        await driver.set_item("live", 2, ttl=None)
+        clock.advance(5)
+        for _ in range(200):
+            if (await driver.stats())["expired"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await driver.stats() == {"live": 1, "expired": 0}
+        task = driver._cleanup_task
+        assert task is not None
+        assert not task.done()
+    assert task.done()  # dispose stopped it
+
+
+def test_periodic_cleanup_is_off_by_default() -> None:
+    cfg = session_drivers.sql(url="sqlite:///x.db")
+    assert cfg.config is not None
+    assert cfg.config["cleanup_interval"] is None
+
+
+# -- two processes -------------------------------------------------------------------------
+
+MERGER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from sqlsession.drivers.sql import SQLDriver
+
+    async def main(url, name, count):
+        async with SQLDriver(url) as driver:
+            for i in range(count):
+                await driver.merge_item("shared", set={f"{name}{i}": i})
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    """
+)
+
+
+async def test_two_processes_merging_different_keys_both_win(url: str) -> None:
+    count = 60
+    procs = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", MERGER, url, name, str(count))
+        for name in ("a", "b")
+    ]
+    assert [await p.wait() for p in procs] == [0, 0]
+    async with SQLDriver(url) as driver:
+        value = await driver.get_item("shared")
+    expected = {f"{n}{i}": i for n in ("a", "b") for i in range(count)}
+    assert value == expected
+
+
+def test_fifty_writer_processes_do_not_lock_sqlite(sqlite_url: str) -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        from sqlsession.drivers.sql import SQLDriver
+
+        async def main(url, n):
+            async with SQLDriver(url) as driver:
+                await asyncio.gather(*(driver.set_item("hot", {"p": n, "i": i}) for i in range(10)))
+
+        asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, sqlite_url, str(n)], stderr=subprocess.PIPE)
+        for n in range(8)
+    ]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
