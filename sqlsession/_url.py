@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import parse_qsl, urlencode
 
 from .errors import ConfigError
 
@@ -24,7 +25,7 @@ def normalize_url(url: object) -> str:
 
     ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db``; ``postgres://`` and
     ``postgresql://`` (as hosting platforms hand them out) become
-    ``postgresql+asyncpg://``.
+    ``postgresql+asyncpg://``, and their ``?sslmode=`` becomes asyncpg's ``?ssl=``.
 
     Raises:
         ConfigError: the URL is not a string or names a database we do not support.
@@ -46,7 +47,20 @@ def normalize_url(url: object) -> str:
             f"A SQLite URL has three slashes before a relative path and four before an "
             f"absolute one ('sqlite:///sessions.db'), got {redact_url(url)!r}."
         )
+    if target == "postgresql+asyncpg" and "?" in rest:
+        rest = _libpq_to_asyncpg(rest)
     return f"{target}://{rest}"
+
+
+def _libpq_to_asyncpg(rest: str) -> str:
+    """Rename libpq's ``sslmode`` (in URLs platforms hand out) to asyncpg's ``ssl``.
+
+    asyncpg takes the same modes (disable, allow, prefer, require, verify-ca,
+    verify-full) under another name, and refuses ``sslmode``.
+    """
+    location, _, query = rest.partition("?")
+    pairs = [("ssl" if name == "sslmode" else name, value) for name, value in parse_qsl(query)]
+    return f"{location}?{urlencode(pairs)}"
 
 
 def resolve_url(url: str | None) -> str:

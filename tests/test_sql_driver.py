@@ -72,6 +72,20 @@ async def test_plain_schemes_map_to_async_drivers(sqlite_url: str) -> None:
             await driver.dispose()
 
 
+def test_libpq_sslmode_becomes_asyncpg_ssl() -> None:
+    from sqlsession._url import normalize_url
+
+    url = normalize_url("postgres://u:p@db.example:5432/app?sslmode=require&application_name=x")
+    assert url == "postgresql+asyncpg://u:p@db.example:5432/app?ssl=require&application_name=x"
+    assert normalize_url("sqlite:///a.db?sslmode=x") == "sqlite+aiosqlite:///a.db?sslmode=x"
+
+
+async def test_sslmode_disable_connects(postgres_url: str) -> None:
+    async with SQLDriver(postgres_url + "?sslmode=disable") as driver:
+        await driver.set_item("k", 1)
+        assert await driver.get_item("k") == 1
+
+
 async def test_env_var_is_read_when_the_driver_is_loaded(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
