@@ -1,0 +1,102 @@
+"""Reading the session cookie from ASGI headers and writing ``Set-Cookie`` values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+# RFC 6265 section 4.1.1: a cookie-name is an RFC 2616 token, that is visible ASCII
+# without separators.
+_SEPARATORS = frozenset('()<>@,;:\\"/[]?={} \t')
+_TOKEN_CHARS = frozenset(chr(c) for c in range(33, 127)) - _SEPARATORS
+_SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
+
+
+def check_cookie_name(name: object) -> str:
+    """Return `name` if it is a valid RFC 6265 cookie name, else raise `ConfigError`."""
+    if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARS:
+        raise ConfigError(
+            f"session_cookie must be a non-empty RFC 6265 token (visible ASCII without "
+            f'spaces or any of ()<>@,;:\\"/[]?={{}}), got {name!r}.'
+        )
+    return name
+
+
+def _check_attribute(value: str, what: str) -> str:
+    # A ';' or control character would let the value inject further cookie attributes.
+    if not isinstance(value, str) or any(c == ";" or not " " < c < "\x7f" for c in value):
+        raise ConfigError(f"{what} must be visible ASCII without ';' or spaces, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class CookiePolicy:
+    """The attributes every session cookie is sent with.
+
+    Raises:
+        ConfigError: a name or attribute is invalid, or ``same_site="none"`` is asked for
+            without ``https_only`` (browsers drop such cookies).
+    """
+
+    name: str = "session"
+    path: str = "/"
+    domain: str | None = None
+    same_site: str = "lax"
+    https_only: bool = True
+
+    def __post_init__(self) -> None:
+        check_cookie_name(self.name)
+        _check_attribute(self.path, "path")
+        if not self.path.startswith("/"):
+            raise ConfigError(f"path must start with '/', got {self.path!r}.")
+        if self.domain is not None:
+            _check_attribute(self.domain, "domain")
+        if not isinstance(self.same_site, str) or self.same_site.lower() not in _SAME_SITE:
+            raise ConfigError(
+                f"same_site must be 'lax', 'strict' or 'none', got {self.same_site!r}."
+            )
+        if self.same_site.lower() == "none" and not self.https_only:
+            raise ConfigError(
+                "same_site='none' needs https_only=True: browsers refuse SameSite=None "
+                "cookies without Secure."
+            )
+
+    def _attributes(self) -> str:
+        parts = [f"Path={self.path}"]
+        if self.domain is not None:
+            parts.append(f"Domain={self.domain}")
+        parts.append("HttpOnly")
+        parts.append(f"SameSite={_SAME_SITE[self.same_site.lower()]}")
+        if self.https_only:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+    def set_header(self, session_id: str, max_age: float | None) -> bytes:
+        """A ``Set-Cookie`` value carrying `session_id` (no Max-Age: a browser-session cookie)."""
+        lifetime = "" if max_age is None else f"; Max-Age={max(1, math.ceil(max_age))}"
+        return f"{self.name}={session_id}{lifetime}; {self._attributes()}".encode("latin-1")
+
+    def expire_header(self) -> bytes:
+        """A ``Set-Cookie`` value that makes the browser drop the cookie now."""
+        return (
+            f"{self.name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; {self._attributes()}"
+        ).encode("latin-1")
+
+    def read(self, headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+        """The values of this cookie in a request's ``Cookie`` headers, in order.
+
+        A browser sends several when cookies of one name exist for several paths or
+        domains; the caller tries them in order.
+        """
+        found: list[str] = []
+        for name, value in headers:
+            if name.lower() != b"cookie":
+                continue
+            for pair in value.decode("latin-1").split(";"):
+                key, sep, val = pair.strip().partition("=")
+                if sep and key == self.name:
+                    found.append(val.strip())
+        return found

@@ -1,0 +1,50 @@
+"""Session ids: how they are made, recognised in a cookie, and turned into storage keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+ID_BYTES = 32
+"""256 bits from the operating system's CSPRNG, as URL-safe base64 (43 characters)."""
+
+SESSION_PREFIX = "s:"
+USER_PREFIX = "u:"
+
+# Exactly what `new_id` produces; anything else from a cookie is refused before any read,
+# so a crafted value never reaches the driver or the logs.
+_ID = re.compile(r"[A-Za-z0-9_-]{43}\Z")
+
+
+def new_id() -> str:
+    """A fresh session id."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def is_well_formed(value: str) -> bool:
+    """Whether `value` could have been made by `new_id`."""
+    return _ID.match(value) is not None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def storage_key(session_id: str) -> str:
+    """The driver key of a session: a hash, so a leaked table or backup yields no cookie.
+
+    A plain SHA-256 is enough (no salt, no slow hash): the id has 256 bits of entropy,
+    so the hash cannot be reversed by guessing, and it must be found by exact lookup.
+    """
+    return SESSION_PREFIX + _digest(session_id)
+
+
+def user_key(user_id: str) -> str:
+    """The driver key holding a user's session generation (for "sign out everywhere")."""
+    return USER_PREFIX + _digest(user_id)
+
+
+def log_label(session_id: str) -> str:
+    """A short, non-secret label for a session in log messages (never the id itself)."""
+    return _digest(session_id)[:12]

@@ -1,0 +1,250 @@
+"""Server-side sessions for any ASGI app (Starlette, FastAPI): ``request.session`` on a driver.
+
+Pure ASGI: nothing here imports Starlette. The options mirror Starlette's cookie
+``SessionMiddleware`` so that switching is one line::
+
+    app.add_middleware(SessionMiddleware, driver=session_drivers.sql())
+
+The session is loaded before the app runs, and only when the request carries a session
+cookie, because Starlette's ``request.session`` is synchronous. The response's
+``http.response.start`` is held back until the session is committed, so the commit can
+add ``Set-Cookie`` and a failed commit can still become a 500 instead of a response that
+claims success. Changes made after the response body has started are not saved. On a
+websocket the session is loaded and readable, but changes are not saved (there is no
+response to carry a cookie).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ._cookies import CookiePolicy
+from .config import SessionDriverConfig
+from .loader import load_driver
+from .session import DEFAULT_MAX_AGE, Clock, CookieChange, Session, SessionStore
+
+__all__ = ["SessionMiddleware", "get_session"]
+
+logger = logging.getLogger("sqlsession")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_ERROR_BODY = b"Internal Server Error"
+
+
+class SessionMiddleware:
+    """Give every HTTP request a server-side `Session` in ``scope["session"]``.
+
+    Args:
+        app: the ASGI app to wrap.
+        driver: a `SessionDriverConfig` (the middleware loads the driver once per
+            process, on first use, and disposes it at lifespan shutdown) or a driver
+            object (used as is, never disposed by the middleware).
+        session_cookie: the cookie's name, an RFC 6265 token.
+        max_age: absolute lifetime in seconds, from the session's creation; no activity
+            extends it. None: no absolute limit, and the cookie lasts until the browser
+            closes (unless `idle_timeout` is set).
+        path: the cookie's Path.
+        same_site: ``"lax"``, ``"strict"`` or ``"none"`` (needs `https_only`).
+        https_only: send the cookie with ``Secure``. Default True; set False only for
+            local development over plain http.
+        domain: the cookie's Domain (None: this host only).
+        idle_timeout: seconds without a request after which the session ends (sliding;
+            None: off). Activity is written at most once per half of it.
+        clock: returns seconds since the epoch; tests pass a fake one to move time.
+
+    Raises:
+        ConfigError: the cookie name or an attribute is invalid.
+        InvalidTTLError: `max_age` or `idle_timeout` is not None or at least 0.001.
+        TypeError: `driver` is neither a config nor a driver.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        driver: Any,
+        *,
+        session_cookie: str = "session",
+        max_age: float | None = DEFAULT_MAX_AGE,
+        path: str = "/",
+        same_site: str = "lax",
+        https_only: bool = True,
+        domain: str | None = None,
+        idle_timeout: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.app = app
+        self.cookie = CookiePolicy(
+            name=session_cookie,
+            path=path,
+            domain=domain,
+            same_site=same_site,
+            https_only=https_only,
+        )
+        if not isinstance(driver, SessionDriverConfig) and not all(
+            callable(getattr(driver, m, None)) for m in ("get_item", "set_item", "remove_item")
+        ):
+            raise TypeError(
+                "SessionMiddleware(driver=...) takes a SessionDriverConfig (for example "
+                "session_drivers.sql()) or a driver object with get_item, set_item and "
+                f"remove_item, got {type(driver).__name__}."
+            )
+        self._config = driver if isinstance(driver, SessionDriverConfig) else None
+        self._options: dict[str, Any] = {
+            "max_age": max_age,
+            "idle_timeout": idle_timeout,
+            "clock": clock,
+        }
+        # Validate the timeouts now rather than on the first request.
+        probe = SessionStore(_NullDriver(), **self._options)
+        self.max_age, self.idle_timeout = probe.max_age, probe.idle_timeout
+        self._store: SessionStore | None = (
+            None if self._config is not None else SessionStore(driver, **self._options)
+        )
+
+    def _get_store(self) -> SessionStore:
+        # Created on first use rather than in __init__, so a server that imports the app
+        # and then forks workers builds one driver (and one connection pool) per worker.
+        if self._store is None:
+            assert self._config is not None
+            self._store = SessionStore(load_driver(self._config), **self._options)
+        return self._store
+
+    async def _dispose(self) -> None:
+        if self._config is None or self._store is None:
+            return  # a driver we were handed is its owner's to dispose
+        store, self._store = self._store, None
+        dispose = getattr(store.driver, "dispose", None)
+        if dispose is not None:
+            await dispose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif kind in ("http", "websocket"):
+            await self._request(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                try:
+                    await self._dispose()
+                except Exception:
+                    logger.exception("Disposing the session driver failed.")
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            store = self._get_store()
+            session = await store.load(self.cookie.read(scope.get("headers", ())))
+        except Exception:
+            logger.exception("Loading the session failed; answering 500.")
+            if scope["type"] == "http":
+                await _send_error(send)
+            else:
+                await send({"type": "websocket.close", "code": 1011})
+            return
+        scope["session"] = session
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        held: Message | None = None
+        failed = False
+
+        async def commit_then_start() -> None:
+            nonlocal held, failed
+            assert held is not None
+            start, held = held, None
+            try:
+                change = await store.commit(session)
+            except Exception:
+                logger.exception("Saving the session failed; answering 500 instead.")
+                failed = True
+                await _send_error(send)
+                return
+            if change is not None:
+                headers = list(start.get("headers", []))
+                headers.append((b"set-cookie", self._set_cookie(change)))
+                start = {**start, "headers": headers}
+            await send(start)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal held
+            if failed:
+                return  # the 500 went out instead; the app's response is dropped
+            if message["type"] == "http.response.start":
+                held = message
+                return
+            if held is not None:
+                await commit_then_start()
+                if failed:
+                    return
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+        if held is not None:
+            # The app returned after the start without a body; send what it sent.
+            await commit_then_start()
+
+    def _set_cookie(self, change: CookieChange) -> bytes:
+        if change.session_id is None:
+            return self.cookie.expire_header()
+        return self.cookie.set_header(change.session_id, change.max_age)
+
+
+async def _send_error(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(_ERROR_BODY)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _ERROR_BODY})
+
+
+class _NullDriver:
+    """Stands in for the driver while the middleware validates its options."""
+
+    async def get_item(self, key: str) -> Any:
+        return None
+
+    async def set_item(self, key: str, value: Any) -> None:
+        return None
+
+    async def remove_item(self, key: str) -> None:
+        return None
+
+
+def get_session(request: Any) -> Session:
+    """The `Session` of a request, typed (``request.session`` is typed as a dict by Starlette).
+
+    Args:
+        request: a Starlette/FastAPI ``Request`` or ``WebSocket``, or an ASGI scope.
+
+    Raises:
+        LookupError: `SessionMiddleware` is not installed around the app.
+    """
+    scope = getattr(request, "scope", request)
+    session = scope.get("session") if isinstance(scope, MutableMapping) else None
+    if not isinstance(session, Session):
+        raise LookupError(
+            "No sqlsession Session in this request: add "
+            "sqlsession.asgi.SessionMiddleware to the app."
+        )
+    return session

@@ -1,0 +1,460 @@
+"""`SessionMiddleware` in a Starlette app, driven in process with httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from sqlsession import ConfigError, InvalidTTLError, session_drivers
+from sqlsession.asgi import Receive, Scope, Send, SessionMiddleware, get_session
+from sqlsession.drivers.memory import MemoryDriver
+from tests.conftest import FakeClock
+from tests.test_session import Recording, storage_key
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def show(request: Request) -> Response:
+    return JSONResponse(dict(request.session))
+
+
+async def put(request: Request) -> Response:
+    get_session(request).set(
+        request.path_params["key"],
+        await request.json(),
+        ttl=float(request.query_params["ttl"]) if "ttl" in request.query_params else None,
+    )
+    return PlainTextResponse("ok")
+
+
+async def remove(request: Request) -> Response:
+    del request.session[request.path_params["key"]]
+    return PlainTextResponse("ok")
+
+
+async def regenerate(request: Request) -> Response:
+    get_session(request).regenerate()
+    return PlainTextResponse("ok")
+
+
+async def destroy(request: Request) -> Response:
+    get_session(request).destroy()
+    return PlainTextResponse("ok")
+
+
+async def boom(request: Request) -> Response:
+    request.session["x"] = 1
+    raise RuntimeError("the app failed")
+
+
+async def noop_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that is never called (the middleware's options are refused first)."""
+
+
+def make_app(driver: Any, extra: list[BaseRoute] | None = None, **options: Any) -> Starlette:
+    routes = [
+        Route("/", show),
+        Route("/put/{key}", put, methods=["POST"]),
+        Route("/del/{key}", remove, methods=["POST"]),
+        Route("/regenerate", regenerate, methods=["POST"]),
+        Route("/destroy", destroy, methods=["POST"]),
+        Route("/boom", boom),
+        *(extra or []),
+    ]
+    return Starlette(
+        routes=routes, middleware=[Middleware(SessionMiddleware, driver=driver, **options)]
+    )
+
+
+@pytest.fixture
+async def memory(clock: FakeClock) -> AsyncIterator[MemoryDriver]:
+    async with MemoryDriver(clock=clock) as driver:
+        yield driver
+
+
+def client(app: Any, *, https: bool = True) -> httpx.AsyncClient:
+    base = "https://testserver" if https else "http://testserver"
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base)
+
+
+def set_cookies(response: httpx.Response) -> list[str]:
+    return response.headers.get_list("set-cookie")
+
+
+# -- Starlette compatibility and cookie attributes ------------------------------------------
+
+
+async def test_request_session_round_trip_with_secure_defaults(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    app = make_app(memory, clock=clock)
+    async with client(app) as http:
+        assert (await http.get("/")).json() == {}
+        response = await http.post("/put/user", json="ada")
+        [header] = set_cookies(response)
+        name_value, *attributes = header.split("; ")
+        assert name_value.startswith("session=")
+        assert sorted(attributes) == sorted(
+            ["Max-Age=1209600", "Path=/", "HttpOnly", "SameSite=Lax", "Secure"]
+        )
+        assert (await http.get("/")).json() == {"user": "ada"}
+        sid = name_value.removeprefix("session=")
+        assert await memory.get_item(storage_key(sid)) is not None
+
+
+async def test_cookie_options(memory: MemoryDriver, clock: FakeClock) -> None:
+    app = make_app(
+        memory,
+        clock=clock,
+        session_cookie="__Host-sid",
+        max_age=None,
+        path="/app",
+        same_site="strict",
+        https_only=False,
+        domain="example.test",
+    )
+    async with client(app, https=False) as http:
+        [header] = set_cookies(await http.post("/put/a", json=1))
+    name_value, *attributes = header.split("; ")
+    assert name_value.startswith("__Host-sid=")
+    assert sorted(attributes) == sorted(
+        ["Path=/app", "Domain=example.test", "HttpOnly", "SameSite=Strict"]
+    )
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a;b", "a=b", "sess\u00e9", "a,b", 'a"', "a\tb"])
+def test_cookie_name_must_be_an_rfc6265_token(memory: MemoryDriver, name: str) -> None:
+    with pytest.raises(ConfigError, match="RFC 6265"):
+        SessionMiddleware(noop_app, driver=memory, session_cookie=name)
+
+
+def test_invalid_options_are_refused_at_construction(memory: MemoryDriver) -> None:
+    with pytest.raises(ConfigError, match="Secure"):
+        SessionMiddleware(noop_app, driver=memory, same_site="none", https_only=False)
+    with pytest.raises(ConfigError, match="same_site"):
+        SessionMiddleware(noop_app, driver=memory, same_site="sometimes")
+    with pytest.raises(ConfigError, match="path"):
+        SessionMiddleware(noop_app, driver=memory, path="/a; Domain=evil.test")
+    with pytest.raises(InvalidTTLError, match="idle_timeout"):
+        SessionMiddleware(noop_app, driver=memory, idle_timeout=0)
+    with pytest.raises(TypeError, match="SessionDriverConfig"):
+        SessionMiddleware(noop_app, driver="sqlite:///x.db")
+
+
+# -- what is read and written ---------------------------------------------------------------
+
+
+async def test_no_cookie_no_storage_access(memory: MemoryDriver, clock: FakeClock) -> None:
+    recording = Recording(memory)
+    app = make_app(recording, clock=clock)
+    async with client(app) as http:
+        response = await http.get("/")
+    assert response.json() == {}
+    assert set_cookies(response) == []
+    assert recording.calls == []
+
+
+async def test_unchanged_session_is_not_written_and_no_cookie_is_resent(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    recording = Recording(memory)
+    app = make_app(recording, clock=clock)
+    async with client(app) as http:
+        await http.post("/put/a", json=1)
+        recording.calls.clear()
+        response = await http.get("/")
+    assert response.json() == {"a": 1}
+    assert set_cookies(response) == []
+    assert recording.calls == ["get_item"]
+
+
+async def test_delete_only_and_per_key_ttl(memory: MemoryDriver, clock: FakeClock) -> None:
+    app = make_app(memory, clock=clock)
+    async with client(app) as http:
+        await http.post("/put/a", json=1)
+        await http.post("/put/flash", json="hi", params={"ttl": "5"})
+        assert (await http.get("/")).json() == {"a": 1, "flash": "hi"}
+        await http.post("/del/a")
+        assert (await http.get("/")).json() == {"flash": "hi"}
+        clock.advance(5)
+        assert (await http.get("/")).json() == {}
+
+
+@pytest.mark.parametrize("cookie", ["garbage", "A" * 43, "A" * 42 + "="])
+async def test_a_foreign_cookie_is_never_adopted(
+    memory: MemoryDriver, clock: FakeClock, cookie: str
+) -> None:
+    app = make_app(memory, clock=clock)
+    async with client(app) as http:
+        response = await http.get("/", headers={"cookie": f"session={cookie}"})
+        # Nothing stored under it: the browser is told to drop it.
+        [header] = set_cookies(response)
+        assert header.startswith("session=; Max-Age=0;")
+        response = await http.post("/put/a", json=1, headers={"cookie": f"session={cookie}"})
+    [header] = set_cookies(response)
+    new_id = header.split(";")[0].removeprefix("session=")
+    assert new_id != cookie
+    assert len(new_id) == 43
+
+
+async def test_regenerate_and_destroy_over_http(memory: MemoryDriver, clock: FakeClock) -> None:
+    app = make_app(memory, clock=clock)
+    async with client(app) as http:
+        await http.post("/put/cart", json=[1])
+        old = http.cookies["session"]
+        await http.post("/regenerate")
+        new = http.cookies["session"]
+        assert new != old
+        assert (await http.get("/")).json() == {"cart": [1]}
+        assert await memory.get_item(storage_key(old)) is None
+        response = await http.post("/destroy")
+        assert set_cookies(response)[0].startswith("session=; Max-Age=0;")
+        assert "session" not in http.cookies
+        assert await memory.get_item(storage_key(new)) is None
+        # Replaying the old cookies gets nothing.
+        for replay in (old, new):
+            response = await http.get("/", headers={"cookie": f"session={replay}"})
+            assert response.json() == {}
+
+
+async def test_idle_timeout_refresh_resends_the_cookie(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    app = make_app(memory, clock=clock, max_age=None, idle_timeout=100)
+    async with client(app) as http:
+        [header] = set_cookies(await http.post("/put/a", json=1))
+        assert "Max-Age=100" in header
+        clock.advance(49)
+        assert set_cookies(await http.get("/")) == []
+        clock.advance(1)
+        [header] = set_cookies(await http.get("/"))
+        assert "Max-Age=100" in header
+        clock.advance(99)
+        assert (await http.get("/")).json() == {"a": 1}
+        clock.advance(100)
+        assert (await http.get("/")).json() == {}
+
+
+async def test_max_age_ends_an_active_session(memory: MemoryDriver, clock: FakeClock) -> None:
+    app = make_app(memory, clock=clock, max_age=60, idle_timeout=30)
+    async with client(app) as http:
+        await http.post("/put/a", json=0)
+        for n in range(1, 6):
+            clock.advance(10)
+            await http.post("/put/a", json=n)
+        clock.advance(9)
+        assert (await http.get("/")).json() == {"a": 5}
+        clock.advance(1)
+        assert (await http.get("/")).json() == {}
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+async def test_concurrent_requests_changing_different_keys_both_persist(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    arrived = 0
+    both_loaded = asyncio.Event()
+
+    async def slow_put(request: Request) -> Response:
+        nonlocal arrived
+        # Both requests have loaded the session before either changes it.
+        arrived += 1
+        if arrived == 2:
+            both_loaded.set()
+        await asyncio.wait_for(both_loaded.wait(), 5)
+        request.session[request.path_params["key"]] = await request.json()
+        return PlainTextResponse("ok")
+
+    app = make_app(memory, [Route("/slow/{key}", slow_put, methods=["POST"])], clock=clock)
+    async with client(app) as http:
+        await http.post("/put/start", json=True)
+        await asyncio.gather(http.post("/slow/count", json=1), http.post("/slow/cart", json=["x"]))
+        assert (await http.get("/")).json() == {"start": True, "count": 1, "cart": ["x"]}
+
+
+# -- driver failures ---------------------------------------------------------------------------
+
+
+class Failing(MemoryDriver):
+    """A real memory driver whose reads or writes can be made to fail."""
+
+    fail_reads = False
+    fail_writes = False
+
+    async def get_item(self, key: str) -> Any:
+        if self.fail_reads:
+            raise OSError("database unreachable")
+        return await super().get_item(key)
+
+    async def merge_item(self, key: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.fail_writes:
+            raise OSError("disk full")
+        return await super().merge_item(key, *args, **kwargs)
+
+    async def set_item(self, key: str, value: Any, *, ttl: Any = None) -> None:
+        if self.fail_writes:
+            raise OSError("disk full")
+        await super().set_item(key, value, ttl=ttl)
+
+
+async def test_a_failed_load_is_a_logged_500(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = Failing(clock=clock)
+    app = make_app(driver, clock=clock)
+    async with client(app) as http:
+        await http.post("/put/a", json=1)
+        driver.fail_reads = True
+        with caplog.at_level(logging.ERROR, logger="sqlsession"):
+            response = await asyncio.wait_for(http.get("/"), 5)
+    assert response.status_code == 500
+    assert "Loading the session failed" in caplog.text
+    assert "database unreachable" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/put/a", "/put/b"])
+async def test_a_failed_commit_is_a_logged_500_not_a_success(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    driver = Failing(clock=clock)
+    app = make_app(driver, clock=clock)
+    async with client(app) as http:
+        if path == "/put/b":  # an existing session (merge) rather than a new one (set)
+            await http.post("/put/a", json=1)
+        driver.fail_writes = True
+        with caplog.at_level(logging.ERROR, logger="sqlsession"):
+            response = await asyncio.wait_for(http.post(path, json=2), 5)
+    assert response.status_code == 500
+    assert response.text == "Internal Server Error"
+    assert set_cookies(response) == []
+    assert "Saving the session failed" in caplog.text
+
+
+async def test_an_app_error_saves_nothing(memory: MemoryDriver, clock: FakeClock) -> None:
+    recording = Recording(memory)
+    app = make_app(recording, clock=clock)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+        response = await http.get("/boom")
+    assert response.status_code == 500
+    assert recording.writes() == []
+
+
+async def test_streaming_response_commits_before_the_body(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    async def stream(request: Request) -> Response:
+        request.session["streamed"] = True
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"a"
+            yield b"b"
+
+        return StreamingResponse(body())
+
+    app = make_app(memory, [Route("/stream", stream)], clock=clock)
+    async with client(app) as http:
+        response = await http.get("/stream")
+        assert response.text == "ab"
+        assert (await http.get("/")).json() == {"streamed": True}
+
+
+# -- driver lifecycle ---------------------------------------------------------------------------
+
+
+async def run_lifespan(app: Any) -> None:
+    """One lifespan cycle, startup then shutdown, as a server runs it."""
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message["type"])
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_a_config_driver_is_made_once_and_disposed_at_shutdown() -> None:
+    middleware = SessionMiddleware(noop_app, driver=session_drivers.memory())
+    app = Starlette(routes=[Route("/", show), Route("/put/{key}", put, methods=["POST"])])
+    middleware.app = app
+    async with client(middleware) as http:
+        await http.post("/put/a", json=1)
+        store = middleware._store
+        assert store is not None
+        assert (await http.get("/")).json() == {"a": 1}
+        assert middleware._store is store  # not per request
+        driver = store.driver
+        await run_lifespan(middleware)
+        assert middleware._store is None
+        assert await driver.get_keys() == []  # MemoryDriver.dispose drops its items
+
+
+async def test_a_driver_object_is_never_disposed_by_the_middleware(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    app = make_app(memory, clock=clock)
+    async with client(app) as http:
+        await http.post("/put/a", json=1)
+    await run_lifespan(app)
+    assert len(await memory.get_keys()) == 1
+
+
+async def test_websocket_reads_the_session(memory: MemoryDriver, clock: FakeClock) -> None:
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(dict(websocket.session))
+        await websocket.close()
+
+    app = make_app(memory, [WebSocketRoute("/ws", ws)], clock=clock)
+    async with client(app) as http:
+        await http.post("/put/user", json="ada")
+        sid = http.cookies["session"]
+    incoming = [{"type": "websocket.connect"}]
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "wss",
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", f"session={sid}".encode())],
+        "server": ("testserver", 443),
+        "client": ("127.0.0.1", 1234),
+        "subprotocols": [],
+        "state": {},
+    }
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert sent[1]["text"] == '{"user":"ada"}'
+
+
+def test_get_session_without_the_middleware() -> None:
+    with pytest.raises(LookupError, match="SessionMiddleware"):
+        get_session({"type": "http"})
