@@ -1,0 +1,141 @@
+"""Alembic environment for one sqlsession table, after alembic's async template.
+
+Each run migrates one session table, chosen at run time, and records its revision in
+that table's own version table (``<table>_alembic_version``), so an application's own
+alembic history in the same database is never read or written.
+
+Where the settings come from, first match wins:
+
+- URL: ``-x url=...``; the ``sqlalchemy.url`` option of the alembic `Config` (set by
+  ``sqlsession migrate``); ``$SQLSESSION_URL``; ``sqlite:///sqlsession.db``.
+- table: ``-x table=...``; ``config.attributes["sqlsession_table"]``; ``"sqlsession"``.
+- schema (PostgreSQL): ``-x schema=...``; ``config.attributes["sqlsession_schema"]``;
+  none (the search path).
+
+The revisions read the table and schema back from ``config.attributes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from logging.config import fileConfig
+from typing import Any
+
+from alembic import context
+from sqlalchemy import pool, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from sqlsession._table import session_table, version_table_name
+from sqlsession._url import resolve_url
+from sqlsession._validate import check_identifier
+from sqlsession.errors import ConfigError
+
+DEFAULT_TABLE = "sqlsession"
+# How long a SQLite migration waits for the app's writers to let go of the file.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+X_OPTIONS = ("url", "table", "schema")
+
+config = context.config
+
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+x_args = context.get_x_argument(as_dictionary=True)
+unknown = sorted(set(x_args) - set(X_OPTIONS))
+if unknown:
+    raise ConfigError(f"Unknown -x option(s) {unknown}; sqlsession knows {list(X_OPTIONS)}.")
+
+url = resolve_url(x_args.get("url") or config.get_main_option("sqlalchemy.url") or None)
+table = check_identifier(
+    x_args.get("table") or config.attributes.get("sqlsession_table") or DEFAULT_TABLE,
+    what="table",
+)
+schema_arg = x_args.get("schema") or config.attributes.get("sqlsession_schema")
+schema = None if not schema_arg else check_identifier(schema_arg, what="schema")
+is_sqlite = url.startswith("sqlite")
+if is_sqlite and schema is not None:
+    raise ConfigError("schema is a PostgreSQL option; SQLite has none.")
+
+config.attributes["sqlsession_table"] = table
+config.attributes["sqlsession_schema"] = schema
+
+# What `alembic check` and autogenerate compare against: the driver's own table, and
+# nothing else in the database (the application's tables are none of our business).
+target_metadata = session_table(table, schema).metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Limit autogenerate to this session table (and its schema, if it has one)."""
+    if type_ == "schema":
+        return name == schema
+    return type_ != "table" or name == table
+
+
+def configure(**options: Any) -> None:
+    """`context.configure` with the options shared by offline and online runs."""
+    context.configure(
+        target_metadata=target_metadata,
+        include_name=include_name,
+        version_table=version_table_name(table),
+        version_table_schema=schema,
+        include_schemas=schema is not None,
+        compare_type=True,
+        **options,
+    )
+
+
+def run_migrations_offline() -> None:
+    """Write the migration SQL (``alembic upgrade head --sql``) instead of running it."""
+    configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def do_run_migrations(connection: Connection) -> None:
+    """Run the migrations on `connection`, one migrator per table at a time."""
+    sqlite = connection.dialect.name == "sqlite"
+    # SQLite can run DDL in a transaction too, though alembic assumes it cannot.
+    configure(connection=connection, transactional_ddl=True)
+    with context.begin_transaction():
+        if sqlite:
+            # Take the write lock before alembic reads the version table, so that a
+            # second migrator waits (busy_timeout) and then finds the work done.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            # Two deploys migrating the same table at once would both try to create it;
+            # the lock lasts until this transaction (and so the migration) ends.
+            name = f"sqlsession.migrate:{schema or ''}.{table}"
+            key = int.from_bytes(
+                hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+            )
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        context.run_migrations()
+
+
+async def run_async_migrations() -> None:
+    """Connect with the async driver and run the migrations in a sync callback."""
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            if is_sqlite:
+                # WAL lets readers and a writer work at once; the setting persists in
+                # the file, so the driver finds it already on.
+                await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+                await connection.exec_driver_sql("PRAGMA journal_mode = WAL")
+                await connection.commit()
+            await connection.run_sync(do_run_migrations)
+    finally:
+        await engine.dispose()
+
+
+def run_migrations_online() -> None:
+    """Run the migrations against the database."""
+    asyncio.run(run_async_migrations())
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

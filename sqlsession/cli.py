@@ -1,0 +1,368 @@
+"""The ``sqlsession`` command: migrate, downgrade, cleanup, stats and get.
+
+Exit codes: 0 success, 1 ``get`` found nothing, 2 usage error, 3 any other failure.
+Errors are one line on stderr. SQLAlchemy and alembic are imported by the commands
+that need them, so ``sqlsession --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import __version__
+from ._url import ENV_VAR, redact_url, resolve_url
+from ._validate import check_identifier, check_key
+from .errors import SchemaError, SessionError
+
+if TYPE_CHECKING:
+    from .drivers.sql import SQLDriver
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_FAILURE = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: ``sys.argv[1:]``).
+
+    Args:
+        argv: the arguments after the program name.
+
+    Returns:
+        The exit code: 0 success, 1 ``get`` found nothing, 2 usage error, 3 any other
+        failure (described in one line on stderr).
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    command: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return command(args)
+    except SessionError as exc:
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted.")
+    except Exception as exc:  # an error we did not foresee still gets one line
+        return _fail(
+            args,
+            f"unexpected {type(exc).__name__}: {exc}. Please report this to the sqlsession "
+            "issue tracker.",
+        )
+
+
+# -- the commands --------------------------------------------------------------------
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from . import _migrate
+
+    target = _target(args)
+    before = _migrate.current(args.url, **target)
+    _migrate.upgrade(args.url, revision=args.revision, **target)
+    after = _migrate.current(args.url, **target)
+    if before == after:
+        _say(f"The session table {_where(args)} is already at migration {_rev(after)}.")
+    else:
+        _say(f"Migrated the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
+    return EXIT_OK
+
+
+def _cmd_downgrade(args: argparse.Namespace) -> int:
+    from . import _migrate
+
+    target = _target(args)
+    before = _migrate.current(args.url, **target)
+    _migrate.downgrade(args.url, revision=args.revision, **target)
+    after = _migrate.current(args.url, **target)
+    if before == after:
+        _say(f"The session table {_where(args)} is already at migration {_rev(after)}.")
+    else:
+        _say(f"Downgraded the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
+    return EXIT_OK
+
+
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    if args.every is None:
+        deleted, skipped = _with_driver(args, _cleanup_once)
+        _report_cleanup(args, deleted, skipped)
+        return EXIT_OK
+    try:
+        return _with_driver(args, lambda driver: _cleanup_every(args, driver))
+    except KeyboardInterrupt:  # where the loop cannot install signal handlers (Windows)
+        return EXIT_OK
+
+
+async def _cleanup_once(driver: SQLDriver) -> tuple[int, bool]:
+    deleted = await driver.cleanup()
+    return deleted, driver.last_cleanup_skipped
+
+
+async def _cleanup_every(args: argparse.Namespace, driver: SQLDriver) -> int:
+    """Clean up every `args.every` seconds until SIGINT or SIGTERM.
+
+    A failed run is reported on stderr and the loop goes on (the database may be
+    restarting), except a `SchemaError`: a missing table will not appear by waiting.
+    A signal during a run cancels it; the batch in progress rolls back, and the
+    batches already committed stay deleted.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    try:
+        while not stop.is_set():
+            run = asyncio.ensure_future(_cleanup_once(driver))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SessionError):
+                    await run
+                break
+            try:
+                deleted, skipped = run.result()
+            except SchemaError:
+                raise
+            except SessionError as exc:
+                _warn(args, f"{exc} Trying again in {args.every:g} s.")
+            else:
+                _report_cleanup(args, deleted, skipped)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.every)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    _say(f"Stopped cleaning up the session table {_where(args)}.")
+    return EXIT_OK
+
+
+def _report_cleanup(args: argparse.Namespace, deleted: int, skipped: bool) -> None:
+    if skipped:
+        _say(f"Another cleanup of the session table {_where(args)} is running; nothing to do here.")
+    else:
+        noun = "session" if deleted == 1 else "sessions"
+        _say(f"Deleted {deleted} expired {noun} from {_where(args)}.")
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    async def stats(driver: SQLDriver) -> dict[str, int]:
+        return await driver.stats()
+
+    counts = _with_driver(args, stats)
+    if args.json:
+        _say(json.dumps(counts))
+    else:
+        _say("\n".join(f"{name}: {count}" for name, count in counts.items()))
+    return EXIT_OK
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    async def get(driver: SQLDriver) -> tuple[bool, Any]:
+        value = await driver.get_item(args.key)
+        # A stored None reads back as None too; has_item tells it from an absent key.
+        found = value is not None or await driver.has_item(args.key)
+        return found, value
+
+    found, value = _with_driver(args, get)
+    if not found:
+        print(f"sqlsession get: no live item {args.key!r} in {_where(args)}.", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    # ASCII escapes keep the output valid JSON on any terminal encoding.
+    _say(json.dumps(value))
+    return EXIT_OK
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _with_driver(args: argparse.Namespace, work: Callable[[SQLDriver], Awaitable[T]]) -> T:
+    """Open the SQL driver for `args`, run `work` with it, and close it."""
+    from .drivers.sql import SQLDriver
+
+    async def run() -> T:
+        driver = SQLDriver(
+            args.url,
+            table=args.table,
+            schema=args.schema,
+            pool_size=1,
+            cleanup_batch_size=getattr(args, "batch_size", 5000),
+        )
+        try:
+            return await work(driver)
+        finally:
+            await driver.dispose()
+
+    return asyncio.run(run())
+
+
+def _target(args: argparse.Namespace) -> dict[str, Any]:
+    return {"table": args.table, "schema": args.schema}
+
+
+def _where(args: argparse.Namespace) -> str:
+    name = f"{args.schema}.{args.table}" if args.schema else args.table
+    return f"{name!r} in {redact_url(resolve_url(args.url))}"
+
+
+def _rev(revision: str | None) -> str:
+    return revision if revision is not None else "base (no table)"
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _warn(args: argparse.Namespace, message: str) -> None:
+    print(f"sqlsession {args.command}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    _warn(args, message)
+    return EXIT_FAILURE
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+# -- argument parsing ----------------------------------------------------------------
+
+
+def _identifier(what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        try:
+            return check_identifier(value, what=what)
+        except SessionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
+def _key(value: str) -> str:
+    try:
+        return check_key(value)
+    except SessionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.001 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0.001, got {value!r}")
+    return seconds
+
+
+def _batch_size(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("database")
+    where.add_argument(
+        "--url",
+        help=f"database URL, e.g. sqlite:///sessions.db or postgresql://user@host/db "
+        f"(default: ${ENV_VAR}, else sqlite:///sqlsession.db)",
+    )
+    where.add_argument(
+        "--table",
+        default="sqlsession",
+        type=_identifier("--table"),
+        help="session table (default: %(default)s)",
+    )
+    where.add_argument(
+        "--schema",
+        type=_identifier("--schema"),
+        help="PostgreSQL schema of the table (default: the search path)",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="sqlsession",
+        description="Manage a sqlsession table: migrations, cleanup of expired sessions, "
+        "inspection.",
+        epilog="Exit codes: 0 success, 1 get found nothing, 2 usage error, 3 other failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[common],
+        help="create the session table or bring it up to date",
+        description="Create the session table, or migrate it up to REVISION. Each table "
+        "keeps its own alembic version table, <table>_alembic_version.",
+    )
+    migrate.add_argument("revision", nargs="?", default="head", metavar="REVISION")
+    migrate.set_defaults(run=_cmd_migrate)
+
+    downgrade = commands.add_parser(
+        "downgrade",
+        parents=[common],
+        help="migrate the session table down ('base' drops it)",
+        description="Migrate the session table down to REVISION; 'base' drops the table "
+        "and every session in it.",
+    )
+    downgrade.add_argument("revision", metavar="REVISION")
+    downgrade.set_defaults(run=_cmd_downgrade)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        parents=[common],
+        help="delete expired sessions",
+        description="Delete expired sessions once (for cron or a Kubernetes CronJob), or "
+        "every SECONDS until SIGINT or SIGTERM. On PostgreSQL one cleanup runs at a time; "
+        "the others report that and exit 0.",
+    )
+    cleanup.add_argument(
+        "--every", type=_seconds, metavar="SECONDS", help="run again every SECONDS seconds"
+    )
+    cleanup.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=5000,
+        metavar="N",
+        help="rows deleted per statement (default: %(default)s)",
+    )
+    cleanup.set_defaults(run=_cmd_cleanup)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="count live and expired sessions",
+        description="Count live sessions and expired ones awaiting cleanup.",
+    )
+    stats.add_argument("--json", action="store_true", help='print {"live": N, "expired": M}')
+    stats.set_defaults(run=_cmd_stats)
+
+    get = commands.add_parser(
+        "get",
+        parents=[common],
+        help="print a session's value as JSON",
+        description="Print the value stored under KEY as JSON (null for a stored None); "
+        "exit 1 when there is no live item.",
+    )
+    get.add_argument("key", type=_key, metavar="KEY")
+    get.set_defaults(run=_cmd_get)
+    return parser

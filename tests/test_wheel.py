@@ -1,0 +1,94 @@
+"""The built wheel carries the migrations: ``sqlsession migrate`` works in an empty directory.
+
+The wheel is built from this checkout and installed, without its dependencies, into a
+new virtual environment. The dependencies (SQLAlchemy, alembic, aiosqlite) are lent
+from the test environment by a ``.pth`` line, so the test needs no network; that line
+does not run the test environment's own ``.pth`` files, so the editable install of
+sqlsession stays invisible and only the wheel's copy can be imported.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(arg) for arg in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        # Nothing of the checkout may leak in through the environment.
+        env={"PATH": "/usr/bin:/bin", "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+    return result
+
+
+@pytest.mark.slow
+def test_migrate_from_an_installed_wheel_in_an_empty_directory(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    # Build with the test environment's hatchling when it has one: no download needed.
+    offline = ["--no-isolation"] if importlib.util.find_spec("hatchling") else []
+    run(sys.executable, "-m", "build", "--wheel", *offline, "--outdir", dist, ROOT)
+    (wheel,) = dist.glob("sqlsession-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "sqlsession/_migrations/env.py",
+        "sqlsession/_migrations/script.py.mako",
+        "sqlsession/_migrations/versions/0001_create_session_table.py",
+        "sqlsession/cli.py",
+    } <= names
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    run(
+        sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel
+    )
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").stdout
+    (Path(site.strip()) / "lend_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    where = run(
+        python,
+        "-c",
+        "import sqlsession, sqlsession._migrate as m; print(sqlsession.__file__); "
+        "print(m.script_location())",
+        cwd=empty,
+    ).stdout.split()
+    assert where == [
+        str(Path(site.strip()) / "sqlsession" / "__init__.py"),
+        str(Path(site.strip()) / "sqlsession" / "_migrations"),
+    ]
+
+    sqlsession = venv / "bin" / "sqlsession"
+    result = run(sqlsession, "migrate", "--url", "sqlite:///x.db", cwd=empty)
+    assert "from base (no table) to 0001" in result.stdout
+    assert sorted(path.name for path in empty.iterdir() if not path.name.startswith("x.db-")) == [
+        "x.db"
+    ]
+    with sqlite3.connect(empty / "x.db") as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        version = conn.execute("SELECT version_num FROM sqlsession_alembic_version").fetchall()
+    conn.close()
+    assert {"sqlsession", "sqlsession_alembic_version", "sqlsession_expires_at_idx"} <= tables
+    assert version == [("0001",)]
+
+    stats = run(sqlsession, "stats", "--json", "--url", "sqlite:///x.db", cwd=empty).stdout
+    assert json.loads(stats) == {"live": 0, "expired": 0}
