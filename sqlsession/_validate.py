@@ -9,6 +9,9 @@ from typing import Any
 from .errors import ConfigError, InvalidKeyError, InvalidTTLError
 
 MAX_KEY_LENGTH = 255
+# A hundred years: longer lifetimes are "never" in practice (use None), and the bound keeps
+# expiry instants far inside a BIGINT of milliseconds.
+MAX_TTL = 100 * 365.25 * 24 * 3600
 # Leaves room for the "_alembic_version" suffix of the table's own version table
 # within PostgreSQL's 63-byte identifier limit.
 MAX_IDENTIFIER_LENGTH = 46
@@ -37,17 +40,20 @@ def check_key(key: Any) -> str:
 
 
 def check_ttl(ttl: Any, *, what: str = "ttl") -> float | None:
-    """Return `ttl` as seconds (or None for no expiry), else raise `InvalidTTLError`."""
+    """Return `ttl` as seconds (None: no expiry), else raise `InvalidTTLError`.
+
+    A ttl is a finite number from 0.001 (millisecond precision) to 100 years.
+    """
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise InvalidTTLError(
             f"{what} must be a number of seconds or None, got {type(ttl).__name__}: {ttl!r}."
         )
-    if not math.isfinite(ttl) or ttl < 0.001:
+    if not math.isfinite(ttl) or ttl < 0.001 or ttl > MAX_TTL:
         raise InvalidTTLError(
-            f"{what} must be a finite number of seconds of at least 0.001 (or None for no "
-            f"expiry), got {ttl!r}."
+            f"{what} must be a number of seconds from 0.001 to {MAX_TTL:.0f} (100 years), "
+            f"or None for no expiry, got {ttl!r}."
         )
     return float(ttl)
 

@@ -41,7 +41,7 @@ class InvalidKeyError(SessionError, ValueError):
 
 
 class InvalidTTLError(SessionError, ValueError):
-    """A ttl is not None or a finite number of seconds of at least 0.001."""
+    """A ttl is not None or a number of seconds from 0.001 to 100 years."""
 
 
 class ValueNotSerializableError(SessionError, TypeError):

@@ -301,7 +301,19 @@ BAD_VALUES: list[Any] = [
     object(),
     10**5000,
 ]
-BAD_TTLS: list[Any] = [0, -1, 0.0001, math.nan, math.inf, -math.inf, "10", True, [10]]
+BAD_TTLS: list[Any] = [
+    0,
+    -1,
+    0.0001,
+    1e300,
+    10**12,
+    math.nan,
+    math.inf,
+    -math.inf,
+    "10",
+    True,
+    [10],
+]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
