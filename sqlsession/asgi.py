@@ -6,12 +6,12 @@ Pure ASGI: nothing here imports Starlette. The options mirror Starlette's cookie
     app.add_middleware(SessionMiddleware, driver=session_drivers.sql())
 
 The session is loaded before the app runs, and only when the request carries a session
-cookie, because Starlette's ``request.session`` is synchronous. The response's
-``http.response.start`` is held back until the session is committed, so the commit can
-add ``Set-Cookie`` and a failed commit can still become a 500 instead of a response that
-claims success. Changes made after the response body has started are not saved. On a
-websocket the session is loaded and readable, but changes are not saved (there is no
-response to carry a cookie).
+cookie, because Starlette's ``request.session`` is synchronous. It is committed when the
+app sends ``http.response.start``, before that message goes out, so the commit can add
+``Set-Cookie`` and a failed commit can still become a 500 instead of a response that
+claims success. Changes made after the response has started (in a streaming body, a
+background task) are not saved. On a websocket the session is loaded and readable, but
+changes are not saved (there is no response to carry a cookie).
 """
 
 from __future__ import annotations
@@ -160,43 +160,36 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        held: Message | None = None
         failed = False
 
-        async def commit_then_start() -> None:
-            nonlocal held, failed
-            assert held is not None
-            start, held = held, None
-            try:
-                change = await store.commit(session)
-            except Exception:
-                logger.exception("Saving the session failed; answering 500 instead.")
-                failed = True
-                await _send_error(send)
-                return
-            if change is not None:
-                headers = list(start.get("headers", []))
-                headers.append((b"set-cookie", self._set_cookie(change)))
-                start = {**start, "headers": headers}
-            await send(start)
-
         async def send_wrapper(message: Message) -> None:
-            nonlocal held
+            nonlocal failed
             if failed:
-                return  # the 500 went out instead; the app's response is dropped
+                # The 500 went out instead: stop the app as a server stops one whose client
+                # has gone, or an endless stream would run on unheard.
+                raise OSError("The response was replaced by a 500: saving the session failed.")
             if message["type"] == "http.response.start":
-                held = message
-                return
-            if held is not None:
-                await commit_then_start()
-                if failed:
+                # Committed now rather than at the first body message, so a stream whose
+                # first chunk takes a while (server-sent events) still gets its headers.
+                try:
+                    change = await store.commit(session)
+                except Exception:
+                    logger.exception("Saving the session failed; answering 500 instead.")
+                    failed = True
+                    await _send_error(send)
                     return
+                if change is not None:
+                    headers = list(message.get("headers", []))
+                    headers.append((b"set-cookie", self._set_cookie(change)))
+                    message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
-        if held is not None:
-            # The app returned after the start without a body; send what it sent.
-            await commit_then_start()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if failed:
+                return  # the app was stopped by the OSError above; the 500 is out and logged
+            raise
 
     def _set_cookie(self, change: CookieChange) -> bytes:
         if change.session_id is None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _codec, _session_ids, _validate
-from .errors import SessionError
+from .errors import SessionError, ValueNotSerializableError
 
 __all__ = ["DEFAULT_MAX_AGE", "CookieChange", "Session", "SessionStore", "end_user_sessions"]
 
@@ -275,7 +275,7 @@ class SessionStore:
         clock: returns seconds since the epoch (default ``time.time``).
 
     Raises:
-        InvalidTTLError: `max_age` or `idle_timeout` is not None or at least 0.001.
+        InvalidTTLError: `max_age` or `idle_timeout` is not None or 0.001 s to 100 years.
     """
 
     def __init__(
@@ -320,8 +320,11 @@ class SessionStore:
             label = _session_ids.log_label(session_id)
             try:
                 raw = await self.driver.get_item(key)
-            except ValueError:
-                # The driver found the item but could not decode it (bad JSON text).
+            except SessionError:
+                raise  # the driver failed (some of ours derive from ValueError): a 500
+            except (ValueError, RecursionError):
+                # The driver found the item but could not decode it (bad or too deeply
+                # nested JSON text).
                 logger.warning("Session %s cannot be decoded; starting a new one.", label)
                 session._discard.add(key)
                 continue
@@ -534,7 +537,11 @@ def _parse(raw: Any) -> dict[str, Any] | None:
         expires = entry.get("e")
         if expires is not None and not _is_int(expires):
             return None
-        entries[name[len(_KEY) :]] = (_codec.encode(name, entry["v"]), expires)
+        try:
+            text = _codec.encode(name, entry["v"])
+        except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
+            return None
+        entries[name[len(_KEY) :]] = (text, expires)
     return {"created": raw["created"], "seen": raw["seen"], "user": user, "entries": entries}
 
 
