@@ -69,28 +69,27 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from . import _migrate
 
-    target = _target(args)
-    before = _migrate.current(args.url, **target)
-    _migrate.upgrade(args.url, revision=args.revision, **target)
-    after = _migrate.current(args.url, **target)
-    if before == after:
-        _say(f"The session table {_where(args)} is already at migration {_rev(after)}.")
-    else:
-        _say(f"Migrated the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
-    return EXIT_OK
+    return _move(args, _migrate.upgrade, "Migrated")
 
 
 def _cmd_downgrade(args: argparse.Namespace) -> int:
     from . import _migrate
 
+    return _move(args, _migrate.downgrade, "Downgraded")
+
+
+def _move(args: argparse.Namespace, step: Callable[..., None], verb: str) -> int:
+    """Run an upgrade or downgrade to ``args.revision`` and say what changed."""
+    from . import _migrate
+
     target = _target(args)
     before = _migrate.current(args.url, **target)
-    _migrate.downgrade(args.url, revision=args.revision, **target)
+    step(args.url, revision=args.revision, **target)
     after = _migrate.current(args.url, **target)
     if before == after:
         _say(f"The session table {_where(args)} is already at migration {_rev(after)}.")
     else:
-        _say(f"Downgraded the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
+        _say(f"{verb} the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
     return EXIT_OK
 
 
