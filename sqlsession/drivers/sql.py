@@ -16,11 +16,24 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, func, literal, or_, select, text, update
+from sqlalchemy import (
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import ColumnElement
 
 from .. import _codec, _validate
 from .._table import SCHEMA_REVISION, session_table, version_table_name
@@ -33,6 +46,7 @@ from ..errors import (
     StorageError,
 )
 from ._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
+from ._fast import FastPath
 
 __all__ = ["SQLDriver", "create_driver"]
 
@@ -129,6 +143,7 @@ class SQLDriver(ExpiryMixin):
         self._sqlite_path = _sqlite_file(self.engine) if self.dialect == "sqlite" else None
         self._table = session_table(self.table_name, self.schema)
         self._build_statements(self._table)
+        self._fast = _fast_path(self.engine, self._fast_statements())
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
@@ -162,18 +177,32 @@ class SQLDriver(ExpiryMixin):
             func.count().filter(c.expires_at <= bindparam("now")).label("expired"),
         )
         expired = c.expires_at <= bindparam("now")
-        batch = select(c.key).where(expired).limit(bindparam("batch"))
+        # Rows are picked by their physical address (PostgreSQL's ctid, SQLite's rowid),
+        # so the DELETE fetches each one directly instead of probing the key index
+        # again: about three times the rows per second on PostgreSQL.
+        row_id: ColumnElement[Any] = literal_column(
+            "ctid" if self.dialect == "postgresql" else "rowid"
+        )
+        # No ORDER BY: with many rows expired the planner reads the table in physical
+        # order, so a batch dirties few pages (an index-ordered batch was 4x slower).
+        batch = select(row_id).select_from(t).where(expired).limit(bindparam("batch"))
         if self.dialect == "postgresql":
             # Rows a writer holds are skipped rather than waited for, and the outer
             # condition re-checks expiry on the row version the DELETE actually sees, so
-            # a session refreshed during cleanup is never deleted.
+            # a session refreshed during cleanup is never deleted. The locks also keep
+            # each picked ctid pointing at the same row until the DELETE reaches it.
             batch = batch.with_for_update(skip_locked=True)
             # One value per table, stable across processes, for pg_try_advisory_lock.
             name = f"sqlsession.cleanup:{self.schema or ''}.{self.table_name}"
             self._lock_key = int.from_bytes(
                 hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
             )
-        self._cleanup = delete(t).where(c.key.in_(batch.scalar_subquery()), expired)
+        if self.dialect == "postgresql":
+            # ctid = ANY(ARRAY(...)) is what PostgreSQL runs as a TID scan.
+            picked = row_id == any_(func.array(batch.scalar_subquery()))
+        else:
+            picked = row_id.in_(batch.scalar_subquery())
+        self._cleanup = delete(t).where(picked, expired)
         # merge_item: lock (or create) the row and read what it holds, in one statement.
         self._merge_lock = (
             insert.values(key=bindparam("k"), value="{}", expires_at=None)
@@ -198,8 +227,8 @@ class SQLDriver(ExpiryMixin):
             StorageError: the database failed the read.
         """
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
-        row = await self._run(lambda conn: _first(conn, self._get, params))
-        return None if row is None else _codec.decode(row[0])
+        text = await self._scalar("get", params)
+        return None if text is None else _codec.decode(text)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
         """Store `value` under `key`, replacing what was there.
@@ -218,19 +247,19 @@ class SQLDriver(ExpiryMixin):
         """
         _validate.check_key(key)
         params = {"k": key, "exp": self._expires_at(ttl), "v": _codec.encode(key, value)}
-        await self._run(lambda conn: conn.execute(self._set, params))
+        await self._rowcount("set", params)
 
     async def remove_item(self, key: str) -> None:
         """Delete `key`; an absent key is not an error."""
         params = {"k": _validate.check_key(key)}
-        await self._run(lambda conn: conn.execute(self._remove, params))
+        await self._rowcount("remove", params)
 
     # -- the built-in extras ------------------------------------------------------------
 
     async def has_item(self, key: str) -> bool:
         """Whether a live item is stored under `key` (also when its value is None)."""
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
-        return await self._run(lambda conn: _first(conn, self._has, params)) is not None
+        return await self._scalar("has", params) is not None
 
     async def get_keys(self, prefix: str = "") -> list[str]:
         """The live keys that start with `prefix` (``%`` and ``_`` match literally), sorted."""
@@ -250,11 +279,7 @@ class SQLDriver(ExpiryMixin):
         """
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
         params["exp"] = self._expires_at(ttl)
-
-        async def touch(conn: AsyncConnection) -> bool:
-            return (await conn.execute(self._touch, params)).rowcount > 0
-
-        return await self._run(touch)
+        return await self._rowcount("touch", params) > 0
 
     async def clear(self, prefix: str = "") -> None:
         """Delete every item whose key starts with `prefix` (all items by default)."""
@@ -399,6 +424,46 @@ class SQLDriver(ExpiryMixin):
             return from_low, {"low": low}
         return in_range, {"low": low, "high": high}
 
+    def _fast_statements(self) -> dict[str, Any]:
+        # The single-statement, single-row operations the fast path runs, by name.
+        names = ("get", "has", "set", "remove", "touch")
+        return {name: getattr(self, f"_{name}") for name in names}
+
+    async def _scalar(self, name: str, params: dict[str, Any]) -> Any:
+        """The first column of the row statement `name` returns (None: no row)."""
+        if self._fast is None:
+            stmt = getattr(self, f"_{name}")
+            row = await self._run(lambda conn: _first(conn, stmt, params))
+            return None if row is None else row[0]
+        return await self._run_fast(self._fast.scalar, name, params)
+
+    async def _rowcount(self, name: str, params: dict[str, Any]) -> int:
+        """Run statement `name`; return how many rows it changed."""
+        if self._fast is None:
+            stmt = getattr(self, f"_{name}")
+
+            async def changed(conn: AsyncConnection) -> int:
+                return (await conn.execute(stmt, params)).rowcount
+
+            return await self._run(changed)
+        count: int = await self._run_fast(self._fast.rowcount, name, params)
+        return count
+
+    async def _run_fast(
+        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+    ) -> T:
+        """`_run` for the fast path, which retries a dropped connection itself."""
+        if not self._ready:
+            await self._check_schema()
+        assert self._fast is not None
+        errors: tuple[type[BaseException], ...] = (*self._fast.errors, SQLAlchemyError, OSError)
+        try:
+            return await method(name, params)
+        except SessionError:
+            raise
+        except errors as exc:
+            raise self._storage_error(exc) from exc
+
     async def _run(
         self,
         work: Callable[[AsyncConnection], Awaitable[T]],
@@ -522,7 +587,8 @@ def _create_engine(url: str, pool_size: int, durability: str) -> AsyncEngine:
                 "An in-memory SQLite database is private to each connection; use a file "
                 "URL (sqlite:///sessions.db) or the memory driver (session_drivers.memory())."
             )
-        engine = create_async_engine(url, **options)
+        # Reset on check-in is done by _setup_sqlite's listener, only when needed.
+        engine = create_async_engine(url, pool_reset_on_return=None, **options)
         _setup_sqlite(engine)
         return engine
     if durability == "relaxed":
@@ -542,6 +608,26 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        # A rollback is a trip to aiosqlite's thread; on an autocommit connection only
+        # an interrupted merge_item leaves a transaction to roll back.
+        if state.asyncio_safe and record.driver_connection.in_transaction:
+            dbapi_connection.rollback()
+
+
+def _fast_path(engine: AsyncEngine, statements: dict[str, Any]) -> FastPath | None:
+    """The raw-driver fast path for the engine's database driver (None: none fits)."""
+    if engine.dialect.driver == "asyncpg":
+        from ._pg_fast import PgFastPath
+
+        return PgFastPath(engine, statements)
+    if engine.dialect.driver == "aiosqlite":
+        from ._sqlite_fast import SqliteFastPath
+
+        return SqliteFastPath(engine, statements)
+    return None
 
 
 def _sqlite_file(engine: AsyncEngine) -> str | None:

@@ -1,0 +1,95 @@
+"""--scale: get_item latency against table size, and memory over many operations.
+
+The table is bulk loaded with 10,000 live rows and `get_item` is timed on random keys;
+then it grows to 1,000,000 live rows and the same is timed again. Finally 100,000
+operations (set, get, touch, remove on 10,000 keys) run through one driver while the
+process RSS is sampled.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+from _cleanup import FILLER, _load
+from _common import TABLE, TTL, now_ms, session_value
+from _rss import RssSampler, rss_bytes
+
+SIZES = (10_000, 1_000_000)
+GETS = 5_000
+MEMORY_OPS = 100_000
+
+
+async def _get_p50(driver: Any, keys: list[str]) -> float:
+    rng = random.Random(1)
+    sample = [rng.choice(keys) for _ in range(GETS)]
+    for key in sample[:500]:  # warm the pool and the statement cache
+        await driver.get_item(key)
+    latencies = []
+    for key in sample:
+        start = time.perf_counter_ns()
+        if await driver.get_item(key) is None:
+            raise AssertionError(f"live key {key!r} not found")
+        latencies.append(time.perf_counter_ns() - start)
+    return statistics.median(latencies) / 1000
+
+
+async def run(url: str) -> dict[str, Any]:
+    from sqlsession.drivers.sql import SQLDriver
+
+    out: dict[str, Any] = {}
+    expires = now_ms() + int(TTL * 1000)
+    for size in SIZES:
+        print(f"  --scale: {size:,} live rows", file=sys.stderr)
+        keys = [f"k{i:08d}-{random.getrandbits(64):016x}" for i in range(size)]
+        rng = random.Random(size)
+        rng.shuffle(keys)
+        await _load(url, [(k, FILLER, expires) for k in keys])
+        async with SQLDriver(url, table=TABLE, ttl=TTL) as driver:
+            out[f"get_p50_us_{size}"] = await _get_p50(driver, keys)
+    small, large = (out[f"get_p50_us_{s}"] for s in SIZES)
+    out["get_p50_ratio"] = large / small if small else 0.0
+
+    print(f"  --scale: RSS over {MEMORY_OPS:,} operations", file=sys.stderr)
+    await _load(url, [])
+    keys = [f"m{i:05d}" for i in range(10_000)]
+    values = [session_value(i) for i in range(100)]
+    async with SQLDriver(url, table=TABLE, ttl=TTL) as driver:
+
+        async def step(i: int) -> None:
+            key = keys[i % len(keys)]
+            kind = i % 4
+            if kind == 0:
+                await driver.set_item(key, values[i % len(values)])
+            elif kind == 1:
+                await driver.get_item(key)
+            elif kind == 2:
+                await driver.touch(key)
+            else:
+                await driver.remove_item(key)
+
+        for i in range(5_000):  # warm-up: pool, caches, allocator arenas
+            await step(i)
+        before = rss_bytes()
+        sampler = RssSampler()
+        sampler.start()
+        for i in range(MEMORY_OPS):
+            await step(i)
+        out["rss_peak_growth_mb"] = await sampler.stop()
+        out["rss_end_growth_mb"] = (rss_bytes() - before) / 2**20
+        out["memory_ops"] = MEMORY_OPS
+    return out
+
+
+def print_report(url: str, r: dict[str, Any]) -> None:
+    print(f"\n{url} - table size and memory")
+    for size in SIZES:
+        print(f"  get_item p50, {size:>9,} live rows   {r[f'get_p50_us_{size}']:.0f} us")
+    print(f"  ratio                                {r['get_p50_ratio']:.2f}x")
+    print(
+        f"  RSS growth over {r['memory_ops']:,} ops       peak {r['rss_peak_growth_mb']:.1f} MB, "
+        f"end {r['rss_end_growth_mb']:.1f} MB"
+    )

@@ -1,0 +1,108 @@
+"""The fast path shared by both databases: one prepared statement on a raw connection.
+
+SQLAlchemy's per-statement Python path (an `AsyncConnection`, the compiled-cache
+lookup, the DBAPI adapter's cursor, a `Result`) costs several times the database round
+trip of a primary-key lookup. For the driver's single-statement operations this module
+checks a connection out of the engine's own pool, runs the statement, compiled once from
+the driver's SQLAlchemy statement, directly on the database driver's connection (asyncpg
+or aiosqlite), and checks the connection back in. The engine, the pool, the URL and the
+schema stay SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+from ._greenlet import GreenletRunner
+
+__all__ = ["FastPath", "compile_statement"]
+
+Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+
+
+def compile_statement(stmt: ClauseElement, dialect: Dialect) -> Compiled:
+    """The SQL text of `stmt` for `dialect`, its parameter names in order, and the values
+    of parameters that carry one (such as a ``literal(1)``)."""
+    compiled = stmt.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    names = tuple(compiled.positiontup or ())
+    fixed = {name: value for name, value in compiled.params.items() if value is not None}
+    return str(compiled), names, fixed
+
+
+class FastPath:
+    """Runs named single-row statements on raw connections from `engine`'s pool.
+
+    Subclasses say how to run a statement on their driver's connection and how to tell
+    a connection the server dropped from any other failure.
+    """
+
+    errors: tuple[type[BaseException], ...] = ()
+    """The driver's exception types; the SQL driver maps them to sqlsession errors."""
+
+    def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
+        self._engine = engine
+        self._greenlets = GreenletRunner()
+        self._statements = {
+            name: compile_statement(stmt, engine.dialect) for name, stmt in statements.items()
+        }
+
+    async def scalar(self, name: str, params: Mapping[str, Any]) -> Any:
+        """The first column of the first row statement `name` returns, or None."""
+        return await self._run(name, params, fetch=True)
+
+    async def rowcount(self, name: str, params: Mapping[str, Any]) -> int:
+        """How many rows statement `name` changed."""
+        count: int = await self._run(name, params, fetch=False)
+        return count
+
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+        raise NotImplementedError
+
+    def _lost(self, conn: Any, exc: BaseException) -> bool:
+        """Whether `exc` means `conn` is gone (and the statement may run again elsewhere)."""
+        raise NotImplementedError
+
+    async def _run(self, name: str, params: Mapping[str, Any], *, fetch: bool) -> Any:
+        sql, names, fixed = self._statements[name]
+        args = [params[n] if n in params else fixed[n] for n in names]
+        # Each operation here is idempotent, so a connection the server dropped (a
+        # restart, an idle timeout) costs one retry on a fresh connection rather than
+        # a ping before every operation.
+        for attempt in (1, 2):
+            # Checked out and in on a greenlet: both may need to await the
+            # driver (opening a connection, closing an overflow one).
+            pool = self._engine.sync_engine.pool
+            fairy: PoolProxiedConnection = await self._greenlets.run(pool.connect)
+            conn = fairy.driver_connection
+            try:
+                result = await self._execute(conn, sql, args, fetch)
+            except self.errors as exc:
+                if not self._lost(conn, exc):
+                    await self._greenlets.run(fairy.close)
+                    raise
+                # As SQLAlchemy does on a disconnect: every connection opened before
+                # now is replaced on its next checkout, since a restarted server has
+                # dropped them all.
+                pool._invalidate(fairy, exc)
+                fairy.close()
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                # Cancelled mid-statement: the connection's state is unknown, so it is
+                # closed rather than handed to the next operation (as SQLAlchemy does).
+                # Invalidating outside a greenlet closes without awaiting.
+                fairy.invalidate()
+                fairy.close()
+                raise
+            await self._greenlets.run(fairy.close)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
