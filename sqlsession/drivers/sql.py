@@ -200,6 +200,29 @@ class SQLDriver(ExpiryMixin):
         if self.dialect == "postgresql":
             # ctid = ANY(ARRAY(...)) is what PostgreSQL runs as a TID scan.
             picked = row_id == any_(func.array(batch.scalar_subquery()))
+            # The sweep: the rows of one range of pages, read by a TID range scan.
+            in_pages = (
+                select(row_id)
+                .select_from(t)
+                .where(row_id >= bindparam("lo"), row_id < bindparam("hi"), expired)
+                .with_for_update(skip_locked=True)
+            )
+            self._sweep_range = delete(t).where(
+                row_id == any_(func.array(in_pages.scalar_subquery())), expired
+            )
+            # Identifiers here are validated by check_identifier, and quoted.
+            self._qualified_name = (
+                f'"{self.schema}"."{self.table_name}"' if self.schema else f'"{self.table_name}"'
+            )
+            self._explain_expired = text(
+                f"EXPLAIN SELECT ctid FROM {self._qualified_name} WHERE expires_at <= :now"
+            )
+            self._relation_pages = text(
+                "SELECT pg_relation_size(CAST(:name AS regclass)) "
+                "/ current_setting('block_size')::int"
+            )
+            self._try_lock = text("SELECT pg_try_advisory_lock(:k)")
+            self._unlock = text("SELECT pg_advisory_unlock(:k)")
         else:
             picked = row_id.in_(batch.scalar_subquery())
         self._cleanup = delete(t).where(picked, expired)
@@ -346,10 +369,14 @@ class SQLDriver(ExpiryMixin):
         return await self._run(merge, transactional=True)
 
     async def cleanup(self) -> int:
-        """Delete expired rows in batches of ``cleanup_batch_size``.
+        """Delete expired rows in batches, so no statement holds locks for long.
 
-        On PostgreSQL, one process at a time does the work (an advisory lock per
-        table); the others return 0 at once and set `last_cleanup_skipped`.
+        A batch is at most ``cleanup_batch_size`` rows. On PostgreSQL, when most of the
+        table has expired (the planner would read the whole table to find the expired
+        rows), the table is instead swept in ranges of ``cleanup_batch_size // 20``
+        pages, so the work per statement stays bounded and the last batch does not
+        scan the whole table again. One process at a time does the work (an advisory
+        lock per table); the others return 0 at once and set `last_cleanup_skipped`.
 
         Returns:
             How many expired rows were deleted.
@@ -357,27 +384,47 @@ class SQLDriver(ExpiryMixin):
 
         async def run(conn: AsyncConnection) -> int:
             self.last_cleanup_skipped = False
-            if self.dialect == "postgresql":
-                got = await conn.scalar(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": self._lock_key}
-                )
-                if not got:
-                    self.last_cleanup_skipped = True
-                    return 0
+            if self.dialect != "postgresql":
+                return await self._delete_in_batches(conn)
+            if not await conn.scalar(self._try_lock, {"k": self._lock_key}):
+                self.last_cleanup_skipped = True
+                return 0
             try:
-                total = 0
-                while True:
-                    params = {"now": self._now_ms(), "batch": self.cleanup_batch_size}
-                    deleted = (await conn.execute(self._cleanup, params)).rowcount
-                    total += deleted
-                    if deleted < self.cleanup_batch_size:
-                        return total
-                    await asyncio.sleep(0)  # let the app's own queries through
+                if await self._mostly_expired(conn):
+                    return await self._sweep(conn)
+                return await self._delete_in_batches(conn)
             finally:
-                if self.dialect == "postgresql":
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._lock_key})
+                await conn.execute(self._unlock, {"k": self._lock_key})
 
         return await self._run(run, transactional=True)
+
+    async def _delete_in_batches(self, conn: AsyncConnection) -> int:
+        total = 0
+        while True:
+            params = {"now": self._now_ms(), "batch": self.cleanup_batch_size}
+            deleted = (await conn.execute(self._cleanup, params)).rowcount
+            total += deleted
+            if deleted < self.cleanup_batch_size:
+                return total
+            await asyncio.sleep(0)  # let the app's own queries through
+
+    async def _mostly_expired(self, conn: AsyncConnection) -> bool:
+        # The planner's own estimate decides: it reads the whole table when the expired
+        # rows are too many for the expires_at index to pay. Batches with a LIMIT would
+        # then restart that scan from the first page each time, and the last one would
+        # read the entire table to find nothing more.
+        plan = await conn.scalar(self._explain_expired, {"now": self._now_ms()})
+        return str(plan).lstrip().startswith("Seq Scan")
+
+    async def _sweep(self, conn: AsyncConnection) -> int:
+        pages = int(await conn.scalar(self._relation_pages, {"name": self._qualified_name}) or 0)
+        step = max(1, self.cleanup_batch_size // 20)
+        total = 0
+        for first in range(0, pages, step):
+            params = {"now": self._now_ms(), "lo": (first, 0), "hi": (first + step, 0)}
+            total += (await conn.execute(self._sweep_range, params)).rowcount
+            await asyncio.sleep(0)  # let the app's own queries through
+        return total
 
     async def stats(self) -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup)."""
