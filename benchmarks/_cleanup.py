@@ -89,6 +89,7 @@ class _Load:
         self.driver = driver
         self.live_keys = live_keys
         self.reads: list[int] = []
+        self.writes: list[int] = []
         self.written: set[str] = set()
         self.stop = asyncio.Event()
 
@@ -98,7 +99,9 @@ class _Load:
         while not self.stop.is_set():
             key = rng.choice(self.live_keys)
             if rng.random() < 0.25:
+                start = time.perf_counter_ns()
                 await self.driver.set_item(key, value)
+                self.writes.append(time.perf_counter_ns() - start)
                 self.written.add(key)
             else:
                 start = time.perf_counter_ns()
@@ -178,6 +181,9 @@ async def run(url: str, expired: int, live: int) -> dict[str, Any]:
         "read_p99_during_us": busy_p99,
         "read_p99_ratio": busy_p99 / idle_p99 if idle_p99 else 0.0,
         "reads_during": len(busy.reads),
+        "write_p99_idle_us": percentile(idle.writes, 99),
+        "write_p99_during_us": percentile(busy.writes, 99),
+        "write_max_during_ms": max(busy.writes) / 1e6 if busy.writes else 0.0,
         "rss_growth_mb": rss_growth,
         "live_after": stats["live"],
         "expired_after": stats["expired"],
@@ -194,6 +200,10 @@ def print_report(url: str, r: dict[str, Any]) -> None:
     print(
         f"  read p99 idle / during       {r['read_p99_idle_us']:.0f} us / "
         f"{r['read_p99_during_us']:.0f} us ({r['read_p99_ratio']:.2f}x)"
+    )
+    print(
+        f"  write p99 idle / during      {r['write_p99_idle_us']:.0f} us / "
+        f"{r['write_p99_during_us']:.0f} us (longest {r['write_max_during_ms']:.0f} ms)"
     )
     print(f"  peak RSS growth              {r['rss_growth_mb']:.1f} MB")
     print(

@@ -201,7 +201,7 @@ def _with_driver(args: argparse.Namespace, work: Callable[[SQLDriver], Awaitable
             table=args.table,
             schema=args.schema,
             pool_size=1,
-            cleanup_batch_size=getattr(args, "batch_size", 5000),
+            cleanup_batch_size=getattr(args, "batch_size", None),
         )
         try:
             return await work(driver)
@@ -340,9 +340,9 @@ def _parser() -> argparse.ArgumentParser:
     cleanup.add_argument(
         "--batch-size",
         type=_batch_size,
-        default=5000,
+        default=None,
         metavar="N",
-        help="rows deleted per statement (default: %(default)s)",
+        help="rows deleted per statement (default: 5000 on PostgreSQL, 1000 on SQLite)",
     )
     cleanup.set_defaults(run=_cmd_cleanup)
 

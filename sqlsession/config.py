@@ -60,9 +60,6 @@ class SessionDriverConfig:
         object.__setattr__(self, "config", json.loads(text))
 
 
-_DURABILITY = ("full", "relaxed")
-
-
 class _SessionDrivers:
     """Factories for the built-in drivers' configurations (``session_drivers.sql(...)``)."""
 
@@ -73,10 +70,10 @@ class _SessionDrivers:
         table: str = "sqlsession",
         schema: str | None = None,
         ttl: float | None = None,
-        pool_size: int = 16,
+        pool_size: int | None = None,
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
-        cleanup_batch_size: int = 5000,
+        cleanup_batch_size: int | None = None,
     ) -> SessionDriverConfig:
         """Configure the SQL driver.
 
@@ -88,29 +85,31 @@ class _SessionDrivers:
             table: the session table's name; run ``sqlsession migrate --table NAME``.
             schema: the PostgreSQL schema of the table (None: the search path).
             ttl: default lifetime of an item in seconds (None: no expiry).
-            pool_size: connections kept open (PostgreSQL).
+            pool_size: connections kept open; None: 16 on PostgreSQL (plus as many
+                overflow connections), 4 on SQLite (which has one writer at a time, and
+                whose connections each cost a thread).
             durability: ``"relaxed"`` commits writes with ``synchronous_commit = off`` on
                 PostgreSQL: a crash may lose the last few hundred milliseconds of
                 session writes, never corrupt them. No effect on SQLite.
             cleanup_interval: seconds between in-process cleanups of expired rows
                 (None: off; schedule ``sqlsession cleanup`` instead).
-            cleanup_batch_size: rows deleted per cleanup statement.
+            cleanup_batch_size: rows deleted per cleanup statement; None: 5000 on
+                PostgreSQL, 1000 on SQLite, where a batch holds the only write lock.
 
         Raises:
             ConfigError, InvalidTTLError: an option is invalid.
         """
         if url is not None:
             normalize_url(url)
-        _validate.check_identifier(table, what="table")
-        if schema is not None:
-            _validate.check_identifier(schema, what="schema")
-        _validate.check_ttl(ttl)
-        _validate.check_positive_int(pool_size, what="pool_size")
-        if durability not in _DURABILITY:
-            raise ConfigError(f"durability must be 'full' or 'relaxed', got {durability!r}.")
-        if cleanup_interval is not None:
-            _validate.check_ttl(cleanup_interval, what="cleanup_interval")
-        _validate.check_positive_int(cleanup_batch_size, what="cleanup_batch_size")
+        _validate.check_sql_options(
+            table=table,
+            schema=schema,
+            ttl=ttl,
+            pool_size=pool_size,
+            durability=durability,
+            cleanup_interval=cleanup_interval,
+            cleanup_batch_size=cleanup_batch_size,
+        )
         return SessionDriverConfig(
             entrypoint="sqlsession.drivers.sql",
             config={

@@ -420,3 +420,26 @@ async def test_postgres_cleanup_sweeps_only_a_mostly_expired_table(
         assert await driver.stats() == {"live": live["live"], "expired": 0}
         assert await driver.get_item("live19") == 1
         assert await driver.get_keys("live2") == []
+
+
+@pytest.mark.parametrize("operation", ["get_item", "get_keys"])  # fast path and SQLAlchemy path
+async def test_tasks_take_turns_on_a_busy_pool(url: str, operation: str) -> None:
+    # A task running operations back to back must not keep the only connection to
+    # itself: the asyncio queue behind the pool would hand it straight back, and the
+    # other tasks would wait until it is done (or until the pool's timeout).
+    async_url = url.replace("sqlite://", "sqlite+aiosqlite://", 1).replace(
+        "postgresql://", "postgresql+asyncpg://", 1
+    )
+    engine = create_async_engine(async_url, pool_size=1, max_overflow=0)
+    async with SQLDriver(engine=engine) as driver:
+        await driver.set_item("k", 1)  # the one connection is open from here on
+        done: list[int] = []
+
+        async def worker(n: int) -> None:
+            for _ in range(20):
+                await getattr(driver, operation)("k")
+                done.append(n)
+
+        await asyncio.gather(*(worker(n) for n in range(3)))
+    await engine.dispose()
+    assert sorted(set(done[:9])) == [0, 1, 2], done

@@ -11,6 +11,7 @@ schema stay SQLAlchemy's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from ._greenlet import GreenletRunner
 
-__all__ = ["FastPath", "compile_statement"]
+__all__ = ["FastPath", "compile_statement", "give_way", "pool_drained"]
 
 Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 
@@ -35,6 +36,24 @@ def compile_statement(stmt: ClauseElement, dialect: Dialect) -> Compiled:
     names = tuple(compiled.positiontup or ())
     fixed = {name: value for name, value in compiled.params.items() if value is not None}
     return str(compiled), names, fixed
+
+
+def pool_drained(pool: Any) -> bool:
+    """Whether every connection of `pool` is checked out, so other tasks may be waiting."""
+    checkedin = getattr(pool, "checkedin", None)  # QueuePool's; other pools never wait
+    return checkedin is not None and checkedin() == 0
+
+
+async def give_way(drained: bool) -> None:
+    """After returning a connection to a drained pool, let a waiting task take it.
+
+    The pool's asyncio queue hands a returned connection to whoever asks next, and the
+    task that returned it asks again at once if it runs operations back to back, before
+    the waiter it woke gets to run: under sustained load one waiter could starve until
+    the pool's 30 s timeout. Yielding once lets the woken waiter go first.
+    """
+    if drained:
+        await asyncio.sleep(0)
 
 
 class FastPath:
@@ -103,6 +122,8 @@ class FastPath:
                 fairy.invalidate()
                 fairy.close()
                 raise
+            drained = pool_drained(pool)
             await self._greenlets.run(fairy.close)
+            await give_way(drained)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
