@@ -10,7 +10,7 @@ from .errors import ValueNotSerializableError
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _decode = json.JSONDecoder().decode
-_SCALARS = frozenset({str, int, bool, type(None)})
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def encode(key: str, value: Any) -> str:
@@ -20,13 +20,19 @@ def encode(key: str, value: Any) -> str:
     bool and None, exactly (no subclasses, whose type would not survive the round trip).
     Refused: anything else, NaN and infinity, cycles, and strings with lone surrogates.
     """
-    _check(key, value)
+    # The C encoder refuses unknown types, NaN, infinity and cycles by itself; what it
+    # lets through silently (non-str dict keys, subclasses) is caught by _plain. The
+    # careful walk in _check runs only to say what is wrong and where.
     try:
         text = _encoder.encode(value)
-    except ValueError as exc:  # an int past sys.get_int_max_str_digits()
+        plain = _plain(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        _check(key, value)
         raise ValueNotSerializableError(
             f"Value for session key {key!r} cannot be written as JSON: {exc}."
         ) from exc
+    if not plain:
+        _check(key, value)
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -36,6 +42,27 @@ def encode(key: str, value: Any) -> str:
                 "which is not valid Unicode text and cannot be stored as JSON."
             ) from None
     return text
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` holds only the exact accepted types and str dict keys.
+
+    Only called on a value the encoder accepted, so it has no cycles.
+    """
+    kind = type(value)
+    if kind is dict:
+        for k, item in value.items():
+            if type(k) is not str:
+                return False
+            if type(item) not in _SCALARS and not _plain(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 - a loop beats all() over a generator on this hot path
+            if type(item) not in _SCALARS and not _plain(item):
+                return False
+        return True
+    return kind in _SCALARS
 
 
 def decode(text: str) -> Any:
@@ -55,11 +82,11 @@ def _check(key: str, value: Any) -> None:
             open_containers.discard(exits.pop()[1])
         item, where = stack.pop()
         kind = type(item)
-        if kind in _SCALARS:
-            continue
         if kind is float:
             if not math.isfinite(item):
                 _refuse(key, where, f"the float {item!r}, which JSON cannot represent")
+            continue
+        if kind in _SCALARS:
             continue
         if kind is dict or kind is list or kind is tuple:
             ident = id(item)

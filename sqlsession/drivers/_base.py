@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, TypeVar
 
 from .. import _codec, _validate
 from ..errors import ValueNotSerializableError
@@ -28,7 +29,28 @@ def to_ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-class ExpiryMixin:
+_D = TypeVar("_D", bound="Disposable")
+
+
+class Disposable:
+    """``async with driver:`` disposes the driver on the way out."""
+
+    async def dispose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: _D) -> _D:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+
+class ExpiryMixin(Disposable):
     """Default ttl and clock handling for a driver; `expires_at` is in milliseconds."""
 
     def __init__(self, ttl: float | None, clock: Clock | None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 from .. import _codec, _validate
@@ -127,17 +126,6 @@ class MemoryDriver(ExpiryMixin):
     async def dispose(self) -> None:
         """Drop every item; the driver stays usable."""
         self._items.clear()
-
-    async def __aenter__(self) -> MemoryDriver:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.dispose()
 
 
 def _check_prefix(prefix: Any) -> str:

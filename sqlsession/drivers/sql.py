@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
@@ -467,17 +466,6 @@ class SQLDriver(ExpiryMixin):
         if self._owns_engine:
             await self.engine.dispose()
         self._ready = False
-
-    async def __aenter__(self) -> SQLDriver:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.dispose()
 
     # -- internals ----------------------------------------------------------------------
 
