@@ -92,7 +92,9 @@ class SQLDriver(ExpiryMixin):
         cleanup_batch_size: rows deleted per cleanup statement (None: 5000 on
             PostgreSQL, 1000 on SQLite).
         engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
-            it open on `dispose`.
+            it open on `dispose`, runs its operations on an autocommit copy of it, and
+            does not change its connections: for SQLite, set WAL and a busy timeout on
+            it yourself (the engine the driver creates has both).
         clock: returns seconds since the epoch (``time.time``); tests move it.
 
     Raises:
