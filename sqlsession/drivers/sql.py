@@ -156,6 +156,12 @@ class SQLDriver(ExpiryMixin):
         self._table = session_table(self.table_name, self.schema)
         self._build_statements(self._table)
         self._fast = _fast_path(self.engine, self._fast_statements())
+        # What a fast-path operation may raise that is mapped to our errors.
+        self._fast_errors: tuple[type[BaseException], ...] = (
+            *(self._fast.errors if self._fast is not None else ()),
+            SQLAlchemyError,
+            OSError,
+        )
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
@@ -513,13 +519,11 @@ class SQLDriver(ExpiryMixin):
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        assert self._fast is not None
-        errors: tuple[type[BaseException], ...] = (*self._fast.errors, SQLAlchemyError, OSError)
         try:
             return await method(name, params)
         except SessionError:
             raise
-        except errors as exc:
+        except self._fast_errors as exc:
             raise self._storage_error(exc) from exc
 
     async def _run(
