@@ -12,6 +12,9 @@ app sends ``http.response.start``, before that message goes out, so the commit c
 claims success. Changes made after the response has started (in a streaming body, a
 background task) are not saved. On a websocket the session is loaded and readable, but
 changes are not saved (there is no response to carry a cookie).
+
+A response gets ``Vary: Cookie`` when the app read or changed the session, or when
+the cookie changes, so a shared cache never serves one visitor's page to another.
 """
 
 from __future__ import annotations
@@ -178,9 +181,15 @@ class SessionMiddleware:
                     failed = True
                     await _send_error(send)
                     return
-                if change is not None:
+                if change is not None or session._accessed:
                     headers = list(message.get("headers", []))
-                    headers.append((b"set-cookie", self._set_cookie(change)))
+                    if change is not None:
+                        headers.append((b"set-cookie", self._set_cookie(change)))
+                    if not _varies_on_cookie(headers):
+                        # The response depends on the session (even an empty one: what
+                        # a visitor without a cookie sees), so a shared cache must not
+                        # serve it to a request with another cookie.
+                        headers.append((b"vary", b"Cookie"))
                     message = {**message, "headers": headers}
             await send(message)
 
@@ -195,6 +204,16 @@ class SessionMiddleware:
         if change.session_id is None:
             return self.cookie.expire_header()
         return self.cookie.set_header(change.session_id, change.max_age)
+
+
+def _varies_on_cookie(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a ``Vary`` header already covers the Cookie header (``*`` covers all)."""
+    for name, value in headers:
+        if name.lower() == b"vary":
+            fields = {f.strip().lower() for f in value.split(b",")}
+            if b"cookie" in fields or b"*" in fields:
+                return True
+    return False
 
 
 async def _send_error(send: Send) -> None:

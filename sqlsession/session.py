@@ -81,6 +81,7 @@ class Session(MutableMapping[str, Any]):
         self._deleted: set[str] = set()
         self._discard: set[str] = set()  # storage keys to remove at commit
         self._presented = False  # the request carried a cookie of ours
+        self._accessed = False  # the app read or wrote the mapping (the response varies)
         self._regenerated = False
         self._destroyed = False
         self._bind: str | None = None  # user id to bind at commit
@@ -92,6 +93,7 @@ class Session(MutableMapping[str, Any]):
         return round(self._clock() * 1000)
 
     def _live(self, name: str) -> _Entry | None:
+        self._accessed = True
         entry = self._entries.get(name)
         if entry is None or (entry[1] is not None and entry[1] <= self._now_ms()):
             return None
@@ -117,6 +119,7 @@ class Session(MutableMapping[str, Any]):
         return isinstance(key, str) and self._live(key) is not None
 
     def __iter__(self) -> Iterator[str]:
+        self._accessed = True
         now = self._now_ms()
         return iter([n for n, (_, exp) in self._entries.items() if exp is None or exp > now])
 
@@ -129,6 +132,7 @@ class Session(MutableMapping[str, Any]):
 
     def clear(self) -> None:
         """Delete every key; the session itself stays (use `destroy` to end it)."""
+        self._accessed = True
         for name in list(self._entries):
             del self._entries[name]
             self._changed.discard(name)
@@ -150,6 +154,7 @@ class Session(MutableMapping[str, Any]):
         """
         if type(key) is not str:
             raise TypeError(f"Session keys must be str, got {type(key).__name__}: {key!r}.")
+        self._accessed = True
         seconds = _validate.check_ttl(ttl)
         text = _codec.encode(key, value)
         expires = None if seconds is None else self._now_ms() + math.ceil(seconds * 1000)

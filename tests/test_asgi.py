@@ -179,6 +179,45 @@ async def test_unchanged_session_is_not_written_and_no_cookie_is_resent(
     assert recording.calls == ["get_item"]
 
 
+# -- caches: Vary: Cookie --------------------------------------------------------------------
+
+
+async def untouched(request: Request) -> Response:
+    return PlainTextResponse("static")
+
+
+async def show_varying(request: Request) -> Response:
+    vary = request.query_params["vary"]
+    return JSONResponse(dict(request.session), headers={"vary": vary})
+
+
+async def test_vary_cookie_exactly_when_the_response_depends_on_the_session(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    extra: list[BaseRoute] = [Route("/static", untouched), Route("/varying", show_varying)]
+    app = make_app(memory, clock=clock, extra=extra)
+    async with client(app) as http:
+        # Nothing read the session: the response is the same for everybody.
+        assert "vary" not in (await http.get("/static")).headers
+        # An empty session was read: a visitor with a cookie would see something else.
+        assert (await http.get("/")).headers.get_list("vary") == ["Cookie"]
+        response = await http.post("/put/a", json=1)
+        assert set_cookies(response) != []
+        assert response.headers.get_list("vary") == ["Cookie"]
+        # A cookie alone does not make a response vary; reading the session does.
+        assert "vary" not in (await http.get("/static")).headers
+        assert (await http.get("/")).headers.get_list("vary") == ["Cookie"]
+        # The app's own Vary is kept, and Cookie is not added twice.
+        both = await http.get("/varying", params={"vary": "Accept-Encoding"})
+        assert both.headers.get_list("vary") == ["Accept-Encoding", "Cookie"]
+        for covered in ("accept, cookie", "*"):
+            response = await http.get("/varying", params={"vary": covered})
+            assert response.headers.get_list("vary") == [covered]
+        # Ending the session changes the cookie, so that response varies too.
+        response = await http.post("/destroy")
+        assert response.headers.get_list("vary") == ["Cookie"]
+
+
 async def test_delete_only_and_per_key_ttl(memory: MemoryDriver, clock: FakeClock) -> None:
     app = make_app(memory, clock=clock)
     async with client(app) as http:
