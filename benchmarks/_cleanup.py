@@ -51,18 +51,18 @@ def _rows(expired: int, live: int) -> tuple[list[tuple[str, str, int]], list[str
     return rows, live_keys
 
 
-async def _load(url: str, rows: list[tuple[str, str, int]]) -> None:
+async def _load(url: str, rows: list[tuple[str, str, int]], table: str = TABLE) -> None:
     if is_postgres(url):
         import asyncpg
 
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
-            await conn.execute(f"TRUNCATE {TABLE}")
+            await conn.execute(f"TRUNCATE {table}")
             await conn.copy_records_to_table(
-                TABLE, records=rows, columns=["key", "value", "expires_at"]
+                table, records=rows, columns=["key", "value", "expires_at"]
             )
             # Fresh statistics, as autovacuum would gather them in production.
-            await conn.execute(f"VACUUM ANALYZE {TABLE}")
+            await conn.execute(f"VACUUM ANALYZE {table}")
         finally:
             await conn.close()
         return
@@ -72,8 +72,8 @@ async def _load(url: str, rows: list[tuple[str, str, int]]) -> None:
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("BEGIN")
-            db.execute(f"DELETE FROM {TABLE}")
-            db.executemany(f"INSERT INTO {TABLE} (key, value, expires_at) VALUES (?, ?, ?)", rows)
+            db.execute(f"DELETE FROM {table}")
+            db.executemany(f"INSERT INTO {table} (key, value, expires_at) VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")
             db.execute("ANALYZE")
         finally:

@@ -1,7 +1,9 @@
 """--scale: get_item latency against table size, and memory over many operations.
 
-The table is bulk loaded with 10,000 live rows and `get_item` is timed on random keys;
-then it grows to 1,000,000 live rows and the same is timed again. Finally 100,000
+Two tables are bulk loaded, one with 10,000 live rows and one with 1,000,000, and
+`get_item` is timed on random keys of each, in alternating rounds, so that whatever
+else the machine does in the meantime weighs on both sizes alike (timed one after
+the other, the p50 of the same table moved by 30-40% between runs). Finally 100,000
 operations (set, get, touch, remove on 10,000 keys) run through one driver while the
 process RSS is sampled.
 """
@@ -15,41 +17,59 @@ import time
 from typing import Any
 
 from _cleanup import FILLER, _load
-from _common import TABLE, TTL, now_ms, session_value
+from _common import TABLE, TTL, migrate, now_ms, session_value, unmigrate
 from _rss import RssSampler, rss_bytes
 
 SIZES = (10_000, 1_000_000)
-GETS = 5_000
+ROUNDS = 10
+GETS_PER_ROUND = 500
 MEMORY_OPS = 100_000
 
 
-async def _get_p50(driver: Any, keys: list[str]) -> float:
-    rng = random.Random(1)
-    sample = [rng.choice(keys) for _ in range(GETS)]
-    for key in sample[:500]:  # warm the pool and the statement cache
-        await driver.get_item(key)
-    latencies = []
+async def _timed_gets(driver: Any, sample: list[str], into: list[int]) -> None:
     for key in sample:
         start = time.perf_counter_ns()
         if await driver.get_item(key) is None:
             raise AssertionError(f"live key {key!r} not found")
-        latencies.append(time.perf_counter_ns() - start)
-    return statistics.median(latencies) / 1000
+        into.append(time.perf_counter_ns() - start)
+
+
+async def _get_p50s(url: str) -> dict[str, float]:
+    from sqlsession.drivers.sql import SQLDriver
+
+    tables = {size: f"{TABLE}_{size}" if size != SIZES[-1] else TABLE for size in SIZES}
+    expires = now_ms() + int(TTL * 1000)
+    keys: dict[int, list[str]] = {}
+    for size, table in tables.items():
+        print(f"  --scale: {size:,} live rows", file=sys.stderr)
+        if table != TABLE:
+            await migrate(url, table)
+        keys[size] = [f"k{i:08d}-{random.getrandbits(64):016x}" for i in range(size)]
+        random.Random(size).shuffle(keys[size])
+        await _load(url, [(k, FILLER, expires) for k in keys[size]], table)
+    drivers = {size: SQLDriver(url, table=table, ttl=TTL) for size, table in tables.items()}
+    latencies: dict[int, list[int]] = {size: [] for size in SIZES}
+    rng = random.Random(1)
+    try:
+        for size, driver in drivers.items():  # warm the pools and statement caches
+            await _timed_gets(driver, rng.sample(keys[size], GETS_PER_ROUND), [])
+        for _ in range(ROUNDS):
+            for size, driver in drivers.items():
+                sample = [rng.choice(keys[size]) for _ in range(GETS_PER_ROUND)]
+                await _timed_gets(driver, sample, latencies[size])
+    finally:
+        for driver in drivers.values():
+            await driver.dispose()
+        for table in tables.values():
+            if table != TABLE:
+                await unmigrate(url, table)
+    return {f"get_p50_us_{s}": statistics.median(latencies[s]) / 1000 for s in SIZES}
 
 
 async def run(url: str) -> dict[str, Any]:
     from sqlsession.drivers.sql import SQLDriver
 
-    out: dict[str, Any] = {}
-    expires = now_ms() + int(TTL * 1000)
-    for size in SIZES:
-        print(f"  --scale: {size:,} live rows", file=sys.stderr)
-        keys = [f"k{i:08d}-{random.getrandbits(64):016x}" for i in range(size)]
-        rng = random.Random(size)
-        rng.shuffle(keys)
-        await _load(url, [(k, FILLER, expires) for k in keys])
-        async with SQLDriver(url, table=TABLE, ttl=TTL) as driver:
-            out[f"get_p50_us_{size}"] = await _get_p50(driver, keys)
+    out: dict[str, Any] = await _get_p50s(url)
     small, large = (out[f"get_p50_us_{s}"] for s in SIZES)
     out["get_p50_ratio"] = large / small if small else 0.0
 
