@@ -342,7 +342,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_batch_size,
         default=None,
         metavar="N",
-        help="rows deleted per statement (default: 5000 on PostgreSQL, 1000 on SQLite)",
+        help="rows deleted per statement (default: 5000 on PostgreSQL, 500 on SQLite)",
     )
     cleanup.set_defaults(run=_cmd_cleanup)
 

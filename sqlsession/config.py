@@ -94,7 +94,7 @@ class _SessionDrivers:
             cleanup_interval: seconds between in-process cleanups of expired rows
                 (None: off; schedule ``sqlsession cleanup`` instead).
             cleanup_batch_size: rows deleted per cleanup statement; None: 5000 on
-                PostgreSQL, 1000 on SQLite, where a batch holds the only write lock.
+                PostgreSQL, 500 on SQLite, where a batch holds the only write lock.
 
         Raises:
             ConfigError, InvalidTTLError: an option is invalid.

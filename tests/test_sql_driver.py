@@ -291,6 +291,40 @@ async def test_cleanup_in_batches_never_deletes_live_rows(url: str, clock: FakeC
         assert await driver.stats() == {"live": len(refreshed) + 2, "expired": 0}
 
 
+async def test_sqlite_cleanup_checkpoints_between_batches_not_inside_them(
+    sqlite_url: str, clock: FakeClock
+) -> None:
+    from sqlalchemy import event
+
+    async with SQLDriver(sqlite_url, clock=clock, pool_size=1, cleanup_batch_size=100) as driver:
+        for i in range(1000):
+            await driver.set_item(f"k{i:04}", i, ttl=1)
+        async with driver.engine.connect() as conn:  # the pool's only connection
+            await conn.exec_driver_sql("PRAGMA wal_autocheckpoint = 700")
+        statements: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(" ".join(statement.split()[:3]))
+
+        event.listen(driver.engine.sync_engine, "before_cursor_execute", record)
+        clock.advance(2)
+        assert await driver.cleanup() == 1000
+        event.remove(driver.engine.sync_engine, "before_cursor_execute", record)
+        # The DELETEs run with the autocheckpoint off (or each would also copy its
+        # pages into the database file before returning), and a PASSIVE checkpoint
+        # follows every batch, including the last, short one.
+        assert statements == [
+            "PRAGMA wal_autocheckpoint",
+            "PRAGMA wal_autocheckpoint =",
+            *["DELETE FROM sqlsession", "PRAGMA wal_checkpoint(PASSIVE)"] * 11,
+            "PRAGMA wal_autocheckpoint =",
+        ]
+        async with driver.engine.connect() as conn:
+            # The pooled connection gets its own setting back.
+            assert await conn.scalar(text("PRAGMA wal_autocheckpoint")) == 700
+        assert await driver.stats() == {"live": 0, "expired": 0}
+
+
 async def test_stats_counts_live_and_expired(url: str, clock: FakeClock) -> None:
     async with SQLDriver(url, clock=clock) as driver:
         await driver.set_item("a", 1, ttl=10)
