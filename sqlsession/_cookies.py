@@ -37,8 +37,10 @@ class CookiePolicy:
     """The attributes every session cookie is sent with.
 
     Raises:
-        ConfigError: a name or attribute is invalid, or ``same_site="none"`` is asked for
-            without ``https_only`` (browsers drop such cookies).
+        ConfigError: a name or attribute is invalid, or the attributes are ones browsers
+            drop the cookie for: ``same_site="none"`` without ``https_only``, a
+            ``__Secure-`` name without ``https_only``, a ``__Host-`` name without
+            ``https_only``, with a `domain` or with a `path` other than ``/``.
     """
 
     name: str = "session"
@@ -62,6 +64,23 @@ class CookiePolicy:
             raise ConfigError(
                 "same_site='none' needs https_only=True: browsers refuse SameSite=None "
                 "cookies without Secure."
+            )
+        # RFC 6265bis cookie prefixes, which browsers match ignoring case: a cookie that
+        # breaks its prefix's rules is dropped, and every request would start over.
+        prefix = self.name.lower()
+        if prefix.startswith("__host-") and (
+            not self.https_only or self.path != "/" or self.domain is not None
+        ):
+            raise ConfigError(
+                f"A cookie named {self.name!r} needs https_only=True, path='/' and no "
+                "domain: browsers drop __Host- cookies otherwise. Change those options "
+                "or pick a name without the prefix."
+            )
+        if prefix.startswith("__secure-") and not self.https_only:
+            raise ConfigError(
+                f"A cookie named {self.name!r} needs https_only=True: browsers drop "
+                "__Secure- cookies without Secure. Pick a name without the prefix for "
+                "local development over http."
             )
 
     def _attributes(self) -> str:

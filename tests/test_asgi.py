@@ -117,7 +117,7 @@ async def test_cookie_options(memory: MemoryDriver, clock: FakeClock) -> None:
     app = make_app(
         memory,
         clock=clock,
-        session_cookie="__Host-sid",
+        session_cookie="sid",
         max_age=None,
         path="/app",
         same_site="strict",
@@ -127,7 +127,7 @@ async def test_cookie_options(memory: MemoryDriver, clock: FakeClock) -> None:
     async with client(app, https=False) as http:
         [header] = set_cookies(await http.post("/put/a", json=1))
     name_value, *attributes = header.split("; ")
-    assert name_value.startswith("__Host-sid=")
+    assert name_value.startswith("sid=")
     assert sorted(attributes) == sorted(
         ["Path=/app", "Domain=example.test", "HttpOnly", "SameSite=Strict"]
     )
@@ -137,6 +137,39 @@ async def test_cookie_options(memory: MemoryDriver, clock: FakeClock) -> None:
 def test_cookie_name_must_be_an_rfc6265_token(memory: MemoryDriver, name: str) -> None:
     with pytest.raises(ConfigError, match="RFC 6265"):
         SessionMiddleware(noop_app, driver=memory, session_cookie=name)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("__Host-sid", {"https_only": False}),
+        ("__Host-sid", {"path": "/app"}),
+        ("__host-sid", {"domain": "example.test"}),
+        ("__Secure-sid", {"https_only": False}),
+        ("__SECURE-sid", {"https_only": False}),
+    ],
+)
+def test_cookie_prefix_rules_are_enforced(
+    memory: MemoryDriver, name: str, options: dict[str, Any]
+) -> None:
+    with pytest.raises(ConfigError, match=f"A cookie named '{name}' needs https_only=True"):
+        SessionMiddleware(noop_app, driver=memory, session_cookie=name, **options)
+
+
+async def test_prefixed_cookie_names_that_follow_the_rules(
+    memory: MemoryDriver, clock: FakeClock
+) -> None:
+    named: list[tuple[str, dict[str, Any]]] = [
+        ("__Host-sid", {}),
+        ("__Secure-sid", {"same_site": "strict"}),
+    ]
+    for name, options in named:
+        app = make_app(memory, clock=clock, session_cookie=name, **options)
+        async with client(app) as http:
+            [header] = set_cookies(await http.post("/put/a", json=1))
+            assert header.startswith(f"{name}=")
+            assert "; Secure" in header
+            assert (await http.get("/")).json() == {"a": 1}
 
 
 def test_invalid_options_are_refused_at_construction(memory: MemoryDriver) -> None:
