@@ -142,7 +142,10 @@ async def run(url: str, expired: int, live: int) -> dict[str, Any]:
         conn.info["bench_started"] = time.perf_counter()
 
     def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        took = time.perf_counter() - conn.info.pop("bench_started")
+        started = conn.info.pop("bench_started", None)
+        if started is None:
+            return
+        took = time.perf_counter() - started
         if statement.lstrip().upper().startswith("DELETE"):
             batches.append(took)
         elif "wal_checkpoint" in statement:

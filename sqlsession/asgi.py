@@ -13,8 +13,10 @@ claims success. Changes made after the response has started (in a streaming body
 background task) are not saved. On a websocket the session is loaded and readable, but
 changes are not saved (there is no response to carry a cookie).
 
-A response gets ``Vary: Cookie`` when the app read or changed the session, or when
-the cookie changes, so a shared cache never serves one visitor's page to another.
+A response gets ``Vary: Cookie`` when the app read or changed the session before the
+response started, or when the cookie changes, so a shared cache does not serve one
+visitor's page to another. (A streaming body that reads the session only after the
+response has started cannot add it; send ``Vary: Cookie`` yourself there.)
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class SessionMiddleware:
         clock: returns seconds since the epoch; tests pass a fake one to move time.
 
     Raises:
-        ConfigError: the cookie name or an attribute is invalid.
+        ConfigError: the cookie name or an attribute is invalid, or a ``__Host-`` or
+            ``__Secure-`` name comes with options browsers drop such cookies for.
         InvalidTTLError: `max_age` or `idle_timeout` is not None or at least 0.001.
         TypeError: `driver` is neither a config nor a driver.
     """
@@ -185,11 +188,10 @@ class SessionMiddleware:
                     headers = list(message.get("headers", []))
                     if change is not None:
                         headers.append((b"set-cookie", self._set_cookie(change)))
-                    if not _varies_on_cookie(headers):
-                        # The response depends on the session (even an empty one: what
-                        # a visitor without a cookie sees), so a shared cache must not
-                        # serve it to a request with another cookie.
-                        headers.append((b"vary", b"Cookie"))
+                    # The response depends on the session (even an empty one: what a
+                    # visitor without a cookie sees), so a shared cache must not serve
+                    # it to a request with another cookie.
+                    _add_vary_cookie(headers)
                     message = {**message, "headers": headers}
             await send(message)
 
@@ -206,14 +208,26 @@ class SessionMiddleware:
         return self.cookie.set_header(change.session_id, change.max_age)
 
 
-def _varies_on_cookie(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a ``Vary`` header already covers the Cookie header (``*`` covers all)."""
-    for name, value in headers:
+def _add_vary_cookie(headers: list[Any]) -> None:
+    """Make the response's ``Vary`` cover Cookie, in the first Vary header if it has one.
+
+    Merged into the existing header rather than sent as a second one, because some
+    middleware (older Starlette's ``add_vary_header``, used by GZipMiddleware) reads
+    only the first Vary header and replaces them all.
+    """
+    first = None
+    for index, (name, value) in enumerate(headers):
         if name.lower() == b"vary":
             fields = {f.strip().lower() for f in value.split(b",")}
             if b"cookie" in fields or b"*" in fields:
-                return True
-    return False
+                return
+            if first is None:
+                first = index
+    if first is None:
+        headers.append((b"vary", b"Cookie"))
+    else:
+        name, value = headers[first]
+        headers[first] = (name, value + b", Cookie" if value.strip() else b"Cookie")
 
 
 async def _send_error(send: Send) -> None:

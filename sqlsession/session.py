@@ -120,15 +120,19 @@ class Session(MutableMapping[str, Any]):
 
     def __iter__(self) -> Iterator[str]:
         self._accessed = True
+        return iter(self._names())
+
+    def _names(self) -> list[str]:
         now = self._now_ms()
-        return iter([n for n, (_, exp) in self._entries.items() if exp is None or exp > now])
+        return [n for n, (_, exp) in self._entries.items() if exp is None or exp > now]
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def __repr__(self) -> str:
         # Never the id: reprs end up in logs and tracebacks.
-        return f"<Session keys={sorted(self)!r}>"
+        # Nor does it count as reading the session (logging it adds no Vary).
+        return f"<Session keys={sorted(self._names())!r}>"
 
     def clear(self) -> None:
         """Delete every key; the session itself stays (use `destroy` to end it)."""
@@ -172,6 +176,7 @@ class Session(MutableMapping[str, Any]):
         A new session gets its id with its first change. Treat the id as a secret: it is
         the visitor's credential. The storage holds only its hash.
         """
+        self._accessed = True
         return self._id
 
     def _ensure_id(self) -> None:
@@ -232,6 +237,7 @@ class Session(MutableMapping[str, Any]):
         Raises:
             SessionError: the session is not bound to a user (see `bind_user`).
         """
+        self._accessed = True
         if self._bind is not None:
             user = _session_ids.user_key(self._bind)
         elif self._user is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -16,9 +17,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from sqlsession import ConfigError, InvalidTTLError, session_drivers
+from sqlsession import ConfigError, InvalidTTLError, SessionError, session_drivers
 from sqlsession.asgi import Receive, Scope, Send, SessionMiddleware, get_session
 from sqlsession.drivers.memory import MemoryDriver
+from sqlsession.session import Session
 from tests.conftest import FakeClock
 from tests.test_session import Recording, storage_key
 
@@ -242,13 +244,48 @@ async def test_vary_cookie_exactly_when_the_response_depends_on_the_session(
         assert (await http.get("/")).headers.get_list("vary") == ["Cookie"]
         # The app's own Vary is kept, and Cookie is not added twice.
         both = await http.get("/varying", params={"vary": "Accept-Encoding"})
-        assert both.headers.get_list("vary") == ["Accept-Encoding", "Cookie"]
+        # Merged into the app's header: some middleware reads only the first Vary.
+        assert both.headers.get_list("vary") == ["Accept-Encoding, Cookie"]
         for covered in ("accept, cookie", "*"):
             response = await http.get("/varying", params={"vary": covered})
             assert response.headers.get_list("vary") == [covered]
         # Ending the session changes the cookie, so that response varies too.
         response = await http.post("/destroy")
         assert response.headers.get_list("vary") == ["Cookie"]
+
+
+READS: dict[str, Callable[[Session], object]] = {
+    "get": lambda s: s.get("a"),
+    "in": lambda s: "a" in s,
+    "len": len,
+    "bool": bool,
+    "eq": lambda s: s == {},
+    "keys": lambda s: list(s.keys()),
+    "items": lambda s: list(s.items()),
+    "pop": lambda s: s.pop("a", None),
+    "setdefault": lambda s: s.setdefault("a", 1),
+    "session_id": lambda s: s.session_id,
+    "sign_out_everywhere": lambda s: s.sign_out_everywhere(),  # refused: not bound
+}
+
+
+@pytest.mark.parametrize("how", sorted(READS))
+async def test_every_way_of_reading_the_session_adds_vary(
+    memory: MemoryDriver, clock: FakeClock, how: str
+) -> None:
+    async def read(request: Request) -> Response:
+        with contextlib.suppress(SessionError):
+            READS[how](get_session(request))
+        return PlainTextResponse("done")
+
+    async def log_it(request: Request) -> Response:
+        logging.getLogger("tests").info("session: %r", request.session)
+        return PlainTextResponse("logged")
+
+    app = make_app(memory, clock=clock, extra=[Route("/read", read), Route("/log", log_it)])
+    async with client(app) as http:
+        assert (await http.get("/read")).headers.get_list("vary") == ["Cookie"]
+        assert "vary" not in (await http.get("/log")).headers  # a repr is not a read
 
 
 async def test_delete_only_and_per_key_ttl(memory: MemoryDriver, clock: FakeClock) -> None:

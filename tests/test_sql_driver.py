@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -323,6 +324,72 @@ async def test_sqlite_cleanup_checkpoints_between_batches_not_inside_them(
             # The pooled connection gets its own setting back.
             assert await conn.scalar(text("PRAGMA wal_autocheckpoint")) == 700
         assert await driver.stats() == {"live": 0, "expired": 0}
+
+
+async def test_cancelled_cleanup_ends_and_leaves_the_pool_healthy(
+    url: str, clock: FakeClock
+) -> None:
+    from sqlalchemy import event
+
+    async with SQLDriver(url, clock=clock, pool_size=1, cleanup_batch_size=10) as driver:
+        for i in range(100):
+            # 1.5 KB each, random (so neither compressed nor moved out of line), so
+            # that PostgreSQL's sweep, a page range per DELETE, needs many statements.
+            await driver.set_item(f"k{i:03}", secrets.token_hex(750), ttl=1)
+        clock.advance(2)
+        deletes = 0
+
+        def cancel_at_the_third_delete(conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+            nonlocal deletes
+            if statement.lstrip().startswith("DELETE"):
+                deletes += 1
+                if deletes == 3:
+                    task.cancel()
+
+        event.listen(driver.engine.sync_engine, "before_cursor_execute", cancel_at_the_third_delete)
+        task = asyncio.ensure_future(driver.cleanup())
+        # The cancellation itself comes out, not an error from undoing the lock or
+        # setting on a connection the cancellation broke (that hung dispose() with a
+        # periodic cleanup, which keeps going after a storage error).
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        event.remove(driver.engine.sync_engine, "before_cursor_execute", cancel_at_the_third_delete)
+        assert deletes == 3
+        # (How many the first DELETEs removed depends on the table's history: a
+        # PostgreSQL sweep starts at page 0, which earlier tests may have left empty.)
+        left = (await driver.stats())["expired"]
+        assert left <= 100
+        # The pool's one connection works, holds no cleanup lock and has SQLite's
+        # default autocheckpoint: the next cleanup finishes the job.
+        assert await driver.cleanup() == left
+        assert driver.last_cleanup_skipped is False
+        assert await driver.stats() == {"live": 0, "expired": 0}
+        if driver.dialect == "sqlite":
+            async with driver.engine.connect() as conn:
+                assert await conn.scalar(text("PRAGMA wal_autocheckpoint")) == 1000
+
+
+async def test_dispose_stops_a_periodic_cleanup_in_the_middle_of_a_batch(
+    url: str, clock: FakeClock
+) -> None:
+    from sqlalchemy import event
+
+    driver = SQLDriver(url, clock=clock, ttl=1, cleanup_interval=0.01, cleanup_batch_size=5)
+    for i in range(200):
+        await driver.set_item(f"k{i:03}", i)
+    clock.advance(2)
+    deleting = asyncio.Event()
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().startswith("DELETE"):
+            deleting.set()
+
+    event.listen(driver.engine.sync_engine, "before_cursor_execute", on_execute)
+    await asyncio.wait_for(deleting.wait(), 10)
+    task = driver._cleanup_task
+    assert task is not None
+    await asyncio.wait_for(driver.dispose(), 10)
+    assert task.done()
 
 
 async def test_stats_counts_live_and_expired(url: str, clock: FakeClock) -> None:

@@ -94,8 +94,10 @@ class SQLDriver(ExpiryMixin):
             PostgreSQL, 500 on SQLite).
         engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
             it open on `dispose`, runs its operations on an autocommit copy of it, and
-            does not change its connections: for SQLite, set WAL and a busy timeout on
-            it yourself (the engine the driver creates has both).
+            sets nothing on its connections (except that a SQLite cleanup turns its
+            connection's autocheckpoint off while it runs, and back): for SQLite, set
+            WAL and a busy timeout on it yourself (the engine the driver creates has
+            both).
         clock: returns seconds since the epoch (``time.time``); tests move it.
 
     Raises:
@@ -411,12 +413,17 @@ class SQLDriver(ExpiryMixin):
             if not await conn.scalar(self._try_lock, {"k": self._lock_key}):
                 self.last_cleanup_skipped = True
                 return 0
+            unlock = self._unlock.bindparams(k=self._lock_key)
             try:
                 if await self._mostly_expired(conn):
-                    return await self._sweep(conn)
-                return await self._delete_in_batches(conn)
-            finally:
-                await conn.execute(self._unlock, {"k": self._lock_key})
+                    deleted = await self._sweep(conn)
+                else:
+                    deleted = await self._delete_in_batches(conn)
+            except BaseException:
+                await _undo_after_failure(conn, unlock)
+                raise
+            await conn.execute(unlock)
+            return deleted
 
         return await self._run(run, transactional=True)
 
@@ -440,29 +447,36 @@ class SQLDriver(ExpiryMixin):
         # lock is released but still inside the batch. Instead this connection turns
         # its autocheckpoint off and checkpoints after each batch itself, PASSIVE, so
         # the app's writers can take the write lock while it runs.
-        previous = await conn.scalar(self._sqlite_autocheckpoint)
+        previous = int(await conn.scalar(self._sqlite_autocheckpoint))
+        restore = text(f"PRAGMA wal_autocheckpoint = {previous}")
         await conn.execute(self._sqlite_autocheckpoint_off)
         try:
-            total = 0
-            while True:
-                params = {"now": self._now_ms(), "batch": self.cleanup_batch_size}
-                started = time.perf_counter()
-                deleted = (await conn.execute(self._cleanup, params)).rowcount
-                total += deleted
-                await conn.execute(self._sqlite_checkpoint)
-                if deleted < self.cleanup_batch_size:
-                    return total
-                # A writer that waited for the batch sleeps in SQLite's busy handler,
-                # each sleep at most as long as it has waited so far (never over
-                # 100 ms); without a pause the next batch wins the lock again and the
-                # app's writes starve until cleanup ends. Pausing as long as the batch
-                # and its checkpoint took leaves the app the database at least half of
-                # the time (measured against pausing only as long as the batch: write
-                # p99 during cleanup 24 ms instead of 36 ms, rows/s 8.6k instead of
-                # 13.9k).
-                await asyncio.sleep(min(time.perf_counter() - started, 0.1))
-        finally:
-            await conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {int(previous)}")
+            total = await self._sqlite_batches(conn)
+        except BaseException:
+            await _undo_after_failure(conn, restore)
+            raise
+        await conn.execute(restore)
+        return total
+
+    async def _sqlite_batches(self, conn: AsyncConnection) -> int:
+        total = 0
+        while True:
+            params = {"now": self._now_ms(), "batch": self.cleanup_batch_size}
+            started = time.perf_counter()
+            deleted = (await conn.execute(self._cleanup, params)).rowcount
+            total += deleted
+            await conn.execute(self._sqlite_checkpoint)
+            if deleted < self.cleanup_batch_size:
+                return total
+            # A writer that waited for the batch sleeps in SQLite's busy handler, each
+            # sleep at most as long as it has waited so far (never over 100 ms);
+            # without a pause the next batch wins the lock again and the app's writes
+            # starve until cleanup ends. Pausing as long as the batch and its
+            # checkpoint took (at most 100 ms) leaves the app the database half of the
+            # time with the default batch size (measured against pausing only as long
+            # as the batch: write p99 during cleanup 24 ms instead of 36 ms, rows/s
+            # 8.6k instead of 13.9k).
+            await asyncio.sleep(min(time.perf_counter() - started, 0.1))
 
     async def _mostly_expired(self, conn: AsyncConnection) -> bool:
         # The planner's own estimate decides: it reads the whole table when the expired
@@ -629,6 +643,9 @@ class SQLDriver(ExpiryMixin):
                 deleted = await self.cleanup()
                 logger.debug("sqlsession cleanup of %s deleted %d rows", self._where(), deleted)
             except SessionError:
+                task = asyncio.current_task()
+                if task is not None and getattr(task, "cancelling", lambda: 0)():
+                    raise  # dispose() is stopping this task (Python 3.11+ can tell)
                 # Keep the app serving; the next run tries again.
                 logger.exception("sqlsession cleanup of %s failed", self._where())
 
@@ -670,6 +687,23 @@ class SQLDriver(ExpiryMixin):
                 "that the server is running, and the credentials."
             )
         return StorageError(f"The session database {self.url} failed: {message}")
+
+
+async def _undo_after_failure(conn: AsyncConnection, statement: Any) -> None:
+    """Undo what cleanup did to its connection (a lock, a setting) after it failed.
+
+    Whatever stopped cleanup (cancelled by dispose or a timeout, or a database error)
+    is what the caller must see, so an error here is not raised. A connection the
+    failure invalidated is closed anyway, which ends its session and whatever it
+    held; one on which the undo fails is thrown away rather than pooled.
+    """
+    if conn.invalidated:
+        return
+    try:
+        await conn.execute(statement)
+    except Exception:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
 
 
 def _create_engine(url: str, pool_size: int | None, durability: str) -> AsyncEngine:
