@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
@@ -413,17 +413,10 @@ class SQLDriver(ExpiryMixin):
             if not await conn.scalar(self._try_lock, {"k": self._lock_key}):
                 self.last_cleanup_skipped = True
                 return 0
-            unlock = self._unlock.bindparams(k=self._lock_key)
-            try:
+            async with _then(conn, self._unlock.bindparams(k=self._lock_key)):
                 if await self._mostly_expired(conn):
-                    deleted = await self._sweep(conn)
-                else:
-                    deleted = await self._delete_in_batches(conn)
-            except BaseException:
-                await _undo_after_failure(conn, unlock)
-                raise
-            await conn.execute(unlock)
-            return deleted
+                    return await self._sweep(conn)
+                return await self._delete_in_batches(conn)
 
         return await self._run(run, transactional=True)
 
@@ -448,15 +441,9 @@ class SQLDriver(ExpiryMixin):
         # its autocheckpoint off and checkpoints after each batch itself, PASSIVE, so
         # the app's writers can take the write lock while it runs.
         previous = int(await conn.scalar(self._sqlite_autocheckpoint))
-        restore = text(f"PRAGMA wal_autocheckpoint = {previous}")
         await conn.execute(self._sqlite_autocheckpoint_off)
-        try:
-            total = await self._sqlite_batches(conn)
-        except BaseException:
-            await _undo_after_failure(conn, restore)
-            raise
-        await conn.execute(restore)
-        return total
+        async with _then(conn, text(f"PRAGMA wal_autocheckpoint = {previous}")):
+            return await self._sqlite_batches(conn)
 
     async def _sqlite_batches(self, conn: AsyncConnection) -> int:
         total = 0
@@ -689,21 +676,26 @@ class SQLDriver(ExpiryMixin):
         return StorageError(f"The session database {self.url} failed: {message}")
 
 
-async def _undo_after_failure(conn: AsyncConnection, statement: Any) -> None:
-    """Undo what cleanup did to its connection (a lock, a setting) after it failed.
+@contextlib.asynccontextmanager
+async def _then(conn: AsyncConnection, undo: Any) -> AsyncIterator[None]:
+    """Run `undo` (release a lock, restore a setting) on `conn` after the block.
 
-    Whatever stopped cleanup (cancelled by dispose or a timeout, or a database error)
-    is what the caller must see, so an error here is not raised. A connection the
-    failure invalidated is closed anyway, which ends its session and whatever it
-    held; one on which the undo fails is thrown away rather than pooled.
+    When the block fails (cancelled by dispose or a timeout, or a database error),
+    that failure is what the caller sees, never an error from the undo: a connection
+    the failure invalidated is closed anyway, which ends its session and whatever it
+    held, and one on which the undo fails is thrown away rather than pooled.
     """
-    if conn.invalidated:
-        return
     try:
-        await conn.execute(statement)
-    except Exception:
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
+        yield
+    except BaseException:
+        if not conn.invalidated:
+            try:
+                await conn.execute(undo)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+        raise
+    await conn.execute(undo)
 
 
 def _create_engine(url: str, pool_size: int | None, durability: str) -> AsyncEngine:
