@@ -11,6 +11,8 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
@@ -22,6 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
 
+# The venv's scripts (sqlsession, alembic), next to the interpreter running the tests.
+BIN = Path(sys.executable).parent
 POSTGRES_ENV = "SQLSESSION_TEST_POSTGRES_URL"
 NO_SKIP_ENV = "SQLSESSION_TEST_NO_SKIP"
 BACKENDS = ["memory", "sqlite", "postgres"]
@@ -168,3 +172,23 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped, but {NO_SKIP_ENV}=1 forbids skips: {reason}"
     return report
+
+
+def run_script(
+    name: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the venv's console scripts as a user would, without our SQLSESSION_URL.
+
+    `env` adds to (or overrides) the inherited environment.
+    """
+    environ = {k: v for k, v in os.environ.items() if k != "SQLSESSION_URL"}
+    environ.update(env or {})
+    return subprocess.run(
+        [str(BIN / name), *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

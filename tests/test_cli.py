@@ -28,8 +28,8 @@ from sqlsession._table import version_table_name
 from sqlsession._url import resolve_url
 from sqlsession.cli import main
 from sqlsession.drivers.sql import SQLDriver
+from tests.conftest import BIN, run_script
 
-BIN = Path(sys.executable).parent
 PG_ENV = "SQLSESSION_TEST_POSTGRES_URL"
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"
 
@@ -139,16 +139,7 @@ def one_line_error(run: Run, *phrases: str) -> None:
 
 
 def sqlsession(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "SQLSESSION_URL"}
-    environ.update(env or {})
-    return subprocess.run(
-        [str(BIN / "sqlsession"), *args],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_script("sqlsession", *args, env=env)
 
 
 # -- migrate and downgrade -----------------------------------------------------------
@@ -437,14 +428,7 @@ def test_the_installed_script_prints_one_line_and_no_traceback(
     tmp_path: Path, args: list[str], phrase: str
 ) -> None:
     assert main(["migrate", "--url", f"sqlite:///{tmp_path / 'sqlsession.db'}"]) == 0
-    result = subprocess.run(
-        [str(BIN / "sqlsession"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_script("sqlsession", *args, cwd=tmp_path)
     one_line_error(Run(result.returncode, result.stdout, result.stderr), phrase)
 
 

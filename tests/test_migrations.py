@@ -11,7 +11,6 @@ import asyncio
 import io
 import os
 import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,10 +33,10 @@ from sqlsession import _migrate
 from sqlsession._table import SCHEMA_REVISION, session_table, version_table_name
 from sqlsession._url import resolve_url
 from sqlsession.errors import ConfigError, DatabaseUnavailableError, SchemaError
+from tests.conftest import BIN, run_script
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 PG_ENV = "SQLSESSION_TEST_POSTGRES_URL"
 
 
@@ -129,17 +128,7 @@ def schema_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 
 def alembic_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the ``alembic`` command from the repository root, as a developer would."""
-    environ = {k: v for k, v in os.environ.items() if k != "SQLSESSION_URL"}
-    environ.update(env or {})
-    return subprocess.run(
-        [str(BIN / "alembic"), *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_script("alembic", *args, env=env, cwd=ROOT)
 
 
 # -- upgrade and downgrade -----------------------------------------------------------

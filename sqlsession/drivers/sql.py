@@ -409,7 +409,7 @@ class SQLDriver(ExpiryMixin):
         async def run(conn: AsyncConnection) -> int:
             self.last_cleanup_skipped = False
             if self.dialect != "postgresql":
-                return await self._delete_in_batches(conn)
+                return await self._delete_in_batches_sqlite(conn)
             if not await conn.scalar(self._try_lock, {"k": self._lock_key}):
                 self.last_cleanup_skipped = True
                 return 0
@@ -421,8 +421,6 @@ class SQLDriver(ExpiryMixin):
         return await self._run(run, transactional=True)
 
     async def _delete_in_batches(self, conn: AsyncConnection) -> int:
-        if self.dialect == "sqlite":
-            return await self._delete_in_batches_sqlite(conn)
         total = 0
         while True:
             params = {"now": self._now_ms(), "batch": self.cleanup_batch_size}
