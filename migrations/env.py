@@ -18,23 +18,21 @@ The revisions read the table and schema back from ``config.attributes``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import pool, text
+from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sqlsession._table import session_table, version_table_name
-from sqlsession._url import resolve_url
+from sqlsession._url import dialect_name, resolve_url
 from sqlsession._validate import check_identifier
+from sqlsession.drivers.sql.dialects import dialect_class
 from sqlsession.errors import ConfigError
 
 DEFAULT_TABLE = "sqlsession"
-# How long a SQLite migration waits for the app's writers to let go of the file.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 X_OPTIONS = ("url", "table", "schema")
 
 config = context.config
@@ -54,9 +52,9 @@ table = check_identifier(
 )
 schema_arg = x_args.get("schema") or config.attributes.get("sqlsession_schema")
 schema = None if not schema_arg else check_identifier(schema_arg, what="schema")
-is_sqlite = url.startswith("sqlite")
-if is_sqlite and schema is not None:
-    raise ConfigError("schema is a PostgreSQL option; SQLite has none.")
+dialect = dialect_class(dialect_name(url))
+if schema is not None and not dialect.supports_schema:
+    raise ConfigError(f"schema is a PostgreSQL option; {dialect.title} has none.")
 
 config.attributes["sqlsession_table"] = table
 config.attributes["sqlsession_schema"] = schema
@@ -95,22 +93,10 @@ def run_migrations_offline() -> None:
 
 def do_run_migrations(connection: Connection) -> None:
     """Run the migrations on `connection`, one migrator per table at a time."""
-    sqlite = connection.dialect.name == "sqlite"
-    # SQLite can run DDL in a transaction too, though alembic assumes it cannot.
-    configure(connection=connection, transactional_ddl=True)
-    with context.begin_transaction():
-        if sqlite:
-            # Take the write lock before alembic reads the version table, so that a
-            # second migrator waits (busy_timeout) and then finds the work done.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            # Two deploys migrating the same table at once would both try to create it;
-            # the lock lasts until this transaction (and so the migration) ends.
-            name = f"sqlsession.migrate:{schema or ''}.{table}"
-            key = int.from_bytes(
-                hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
-            )
-            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    configure(connection=connection, transactional_ddl=dialect.transactional_ddl)
+    with context.begin_transaction(), dialect.migration_lock(connection, table, schema):
+        # Two deploys migrating the same table at once would both try to create it;
+        # the second waits for the lock, then finds the work done.
         context.run_migrations()
 
 
@@ -119,12 +105,7 @@ async def run_async_migrations() -> None:
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
-            if is_sqlite:
-                # WAL lets readers and a writer work at once; the setting persists in
-                # the file, so the driver finds it already on.
-                await connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-                await connection.exec_driver_sql("PRAGMA journal_mode = WAL")
-                await connection.commit()
+            await dialect.prepare_migration(connection)
             await connection.run_sync(do_run_migrations)
     finally:
         await engine.dispose()

@@ -23,11 +23,12 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from ._url import redact_url, resolve_url
+from ._url import dialect_name, redact_url, resolve_url
 from ._validate import check_identifier
+from .drivers.sql import _errors
+from .drivers.sql.dialects import ErrorKind, SQLDialect, dialect_class
 from .errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -132,7 +133,7 @@ def current(
         ConfigError, DatabaseUnavailableError, StorageError: as for `upgrade`.
     """
     full_url, config = _prepare(url, table, schema)
-    database = _sqlite_database(full_url)
+    database = dialect_class(dialect_name(full_url)).database_file(full_url)
     if database is not None and not os.path.exists(database):
         return None
     script = ScriptDirectory.from_config(config)
@@ -158,12 +159,13 @@ def _describe(url: str | None, table: str, schema: str | None) -> str:
 
 def _prepare(url: str | None, table: str, schema: str | None) -> tuple[str, Config]:
     full_url = resolve_url(url)
+    dialect = dialect_class(dialect_name(full_url))
     check_identifier(table, what="table")
     if schema is not None:
         check_identifier(schema, what="schema")
-        if full_url.startswith("sqlite"):
-            raise ConfigError("--schema is a PostgreSQL option; SQLite has none.")
-    database = _sqlite_database(full_url)
+        if not dialect.supports_schema:
+            raise ConfigError(f"--schema is a PostgreSQL option; {dialect.title} has none.")
+    database = dialect.database_file(full_url)
     if database is not None:
         folder = os.path.dirname(os.path.abspath(database))
         if not os.path.isdir(folder):
@@ -197,16 +199,6 @@ def _check_revision(config: Config, revision: str) -> None:
         raise ConfigError(f"Unknown migration revision {revision!r}; known: {known}.") from cause
 
 
-def _sqlite_database(full_url: str) -> str | None:
-    """The file of a SQLite URL (None for PostgreSQL and in-memory databases)."""
-    if not full_url.startswith("sqlite"):
-        return None
-    database = make_url(full_url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return database
-
-
 def _call(work: Callable[[], T], full_url: str, table: str, schema: str | None) -> T:
     """Run `work` where `asyncio.run` is allowed, translating failures to our errors."""
     try:
@@ -226,42 +218,32 @@ def _translate(exc: Exception, full_url: str, table: str, schema: str | None) ->
     """Map an error from alembic, SQLAlchemy or a database driver to ours."""
     url = redact_url(full_url)
     where = _describe(full_url, table, schema)
-    if isinstance(exc, ModuleNotFoundError) and exc.name == "asyncpg":
-        return ConfigError(
-            "PostgreSQL needs the asyncpg driver: pip install 'sqlsession[postgres]'."
-        )
+    dialect: type[SQLDialect] = dialect_class(dialect_name(full_url))
+    if isinstance(exc, ModuleNotFoundError) and exc.name in ("asyncpg", "asyncmy"):
+        return _errors.missing_driver(exc, dialect)
     if isinstance(exc, ArgumentError | NoSuchModuleError):
-        return ConfigError(f"Invalid database URL {url!r}: {_first_line(exc)}.")
+        return ConfigError(f"Invalid database URL {url!r}: {_errors.first_line(exc)}.")
     if isinstance(exc, CommandError):
         if "locate revision" in str(exc):
             return SchemaError(
                 f"The session table {where} is at a migration this sqlsession does not "
-                f"know ({_first_line(exc)}); a newer sqlsession migrated it, so upgrade "
-                "sqlsession."
+                f"know ({_errors.first_line(exc)}); a newer sqlsession migrated it, so "
+                "upgrade sqlsession."
             )
-        return ConfigError(f"Cannot migrate the session table {where}: {_first_line(exc)}.")
-    orig: BaseException = getattr(exc, "orig", None) or exc
-    message = _first_line(orig)
-    lowered = message.lower()
-    sqlstate = str(getattr(orig, "sqlstate", None) or "")
-    if (
-        isinstance(orig, OSError | TimeoutError)
-        or sqlstate[:2] in ("08", "28", "3D")
-        or "unable to open database file" in lowered
-        or "connect call failed" in lowered
-        or "password authentication failed" in lowered
-    ):
+        return ConfigError(f"Cannot migrate the session table {where}: {_errors.first_line(exc)}.")
+    kind, message = _errors.describe(exc, dialect)
+    if kind is ErrorKind.UNAVAILABLE:
         return DatabaseUnavailableError(
             f"Cannot reach the database {url}: {message}. Check the URL, that the server "
             "is running, and the credentials."
         )
-    if sqlstate == "42P07" or "already exists" in lowered:
+    if kind is ErrorKind.ALREADY_EXISTS:
         return SchemaError(
             f"Cannot create the session table {where}: {message}. A table of that name "
             "exists but was not created by sqlsession migrate (it has no version table "
             f"'{table}_alembic_version'); choose another --table or drop it."
         )
-    if sqlstate == "3F000":
+    if kind is ErrorKind.MISSING_SCHEMA:
         return SchemaError(
             f"Cannot migrate the session table {where}: {message}. Create the schema "
             f"first (CREATE SCHEMA {schema}) or leave out --schema."
@@ -271,11 +253,3 @@ def _translate(exc: Exception, full_url: str, table: str, schema: str | None) ->
     return StorageError(
         f"Migrating the session table {where} failed: {type(exc).__name__}: {message}"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # asyncpg errors, as SQLAlchemy adapts them, read "<class '...'>: message".
-    if text.startswith("<class '") and "'>: " in text:
-        text = text.split("'>: ", 1)[1]
-    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__

@@ -10,14 +10,20 @@ from .errors import ConfigError
 ENV_VAR = "SQLSESSION_URL"
 DEFAULT_URL = "sqlite+aiosqlite:///sqlsession.db"
 
-# Every scheme we accept, mapped to the async driver that serves it.
+# The URL table: every scheme we accept, mapped to the async driver that serves it. The
+# part before "+" names the dialect module (sqlsession/drivers/sql/dialects/<name>.py).
 _SCHEMES = {
     "sqlite": "sqlite+aiosqlite",
     "sqlite+aiosqlite": "sqlite+aiosqlite",
     "postgres": "postgresql+asyncpg",
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mysql+asyncmy": "mysql+asyncmy",
+    "mariadb": "mysql+asyncmy",
+    "mariadb+asyncmy": "mysql+asyncmy",
 }
+_EXAMPLES = "'sqlite:///sessions.db', 'postgresql://user@host/db' or 'mysql://user@host/db'"
 
 
 def normalize_url(url: object) -> str:
@@ -25,22 +31,22 @@ def normalize_url(url: object) -> str:
 
     ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db``; ``postgres://`` and
     ``postgresql://`` (as hosting platforms hand them out) become
-    ``postgresql+asyncpg://``, and their ``?sslmode=`` becomes asyncpg's ``?ssl=``.
+    ``postgresql+asyncpg://``, and their ``?sslmode=`` becomes asyncpg's ``?ssl=``;
+    ``mysql://`` and ``mariadb://`` become ``mysql+asyncmy://`` with ``charset=utf8mb4``
+    unless the URL names a charset.
 
     Raises:
         ConfigError: the URL is not a string or names a database we do not support.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(
-            f"Database URL must look like 'sqlite:///sessions.db' or "
-            f"'postgresql://user@host/db', got {url!r}."
-        )
+        raise ConfigError(f"Database URL must look like {_EXAMPLES}, got {redact_url(str(url))!r}.")
     scheme, rest = url.split("://", 1)
     target = _SCHEMES.get(scheme.lower())
     if target is None:
         raise ConfigError(
             f"Unsupported database URL scheme {scheme!r} in {redact_url(url)!r}: use sqlite:// "
-            "(sqlite+aiosqlite://) or postgresql:// (postgres://, postgresql+asyncpg://)."
+            "(sqlite+aiosqlite://), postgresql:// (postgres://, postgresql+asyncpg://) or "
+            "mysql:// (mariadb://, mysql+asyncmy://)."
         )
     if target.startswith("sqlite") and not rest.startswith("/"):
         raise ConfigError(
@@ -49,7 +55,23 @@ def normalize_url(url: object) -> str:
         )
     if target == "postgresql+asyncpg" and "?" in rest:
         rest = _libpq_to_asyncpg(rest)
+    if target == "mysql+asyncmy":
+        rest = _with_utf8mb4(rest)
     return f"{target}://{rest}"
+
+
+def dialect_name(url: str) -> str:
+    """The dialect of a normalised URL: ``sqlite``, ``postgresql`` or ``mysql``."""
+    return url.split("://", 1)[0].split("+", 1)[0]
+
+
+def _with_utf8mb4(rest: str) -> str:
+    """Ask for utf8mb4 unless the URL names a charset: MySQL's "utf8" has no emoji."""
+    location, _, query = rest.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name == "charset" for name, _ in pairs):
+        pairs.append(("charset", "utf8mb4"))
+    return f"{location}?{urlencode(pairs)}"
 
 
 def _libpq_to_asyncpg(rest: str) -> str:

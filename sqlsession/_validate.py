@@ -77,28 +77,3 @@ def check_positive_int(value: Any, *, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{what} must be a whole number of at least 1, got {value!r}.")
     return value
-
-
-def check_sql_options(
-    *,
-    table: Any,
-    schema: Any,
-    ttl: Any,
-    pool_size: Any,
-    durability: Any,
-    cleanup_interval: Any,
-    cleanup_batch_size: Any,
-) -> None:
-    """Check the SQL driver's options, for its config half and its class alike."""
-    check_identifier(table, what="table")
-    if schema is not None:
-        check_identifier(schema, what="schema")
-    check_ttl(ttl)
-    if pool_size is not None:
-        check_positive_int(pool_size, what="pool_size")
-    if durability not in ("full", "relaxed"):
-        raise ConfigError(f"durability must be 'full' or 'relaxed', got {durability!r}.")
-    if cleanup_interval is not None:
-        check_ttl(cleanup_interval, what="cleanup_interval")
-    if cleanup_batch_size is not None:
-        check_positive_int(cleanup_batch_size, what="cleanup_batch_size")

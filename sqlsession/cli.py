@@ -193,16 +193,19 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 def _with_driver(args: argparse.Namespace, work: Callable[[SQLDriver], Awaitable[T]]) -> T:
     """Open the SQL driver for `args`, run `work` with it, and close it."""
+    from ._sql_options import SQLOptions
     from .drivers.sql import SQLDriver
 
+    options = SQLOptions(
+        url=args.url,
+        table=args.table,
+        schema=args.schema,
+        pool_size=1,
+        cleanup_batch_size=getattr(args, "batch_size", None),
+    )
+
     async def run() -> T:
-        driver = SQLDriver(
-            args.url,
-            table=args.table,
-            schema=args.schema,
-            pool_size=1,
-            cleanup_batch_size=getattr(args, "batch_size", None),
-        )
+        driver = SQLDriver.from_options(options)
         try:
             return await work(driver)
         finally:
@@ -282,7 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     where = common.add_argument_group("database")
     where.add_argument(
         "--url",
-        help=f"database URL, e.g. sqlite:///sessions.db or postgresql://user@host/db "
+        help="database URL, e.g. sqlite:///sessions.db, postgresql://user@host/db or "
+        "mysql://user@host/db "
         f"(default: ${ENV_VAR}, else sqlite:///sqlsession.db)",
     )
     where.add_argument(
@@ -331,8 +335,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="delete expired sessions",
         description="Delete expired sessions once (for cron or a Kubernetes CronJob), or "
-        "every SECONDS until SIGINT or SIGTERM. On PostgreSQL one cleanup runs at a time; "
-        "the others report that and exit 0.",
+        "every SECONDS until SIGINT or SIGTERM. On PostgreSQL and MySQL one cleanup runs "
+        "at a time; the others report that and exit 0.",
     )
     cleanup.add_argument(
         "--every", type=_seconds, metavar="SECONDS", help="run again every SECONDS seconds"
@@ -342,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_batch_size,
         default=None,
         metavar="N",
-        help="rows deleted per statement (default: 5000 on PostgreSQL, 500 on SQLite)",
+        help="rows deleted per statement (default: 5000 on PostgreSQL and MySQL, 500 on SQLite)",
     )
     cleanup.set_defaults(run=_cmd_cleanup)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _validate
-from ._url import normalize_url
+from ._sql_options import SQLOptions
 from .errors import ConfigError
 
 __all__ = ["SessionDriverConfig", "session_drivers"]
@@ -78,30 +78,31 @@ class _SessionDrivers:
         """Configure the SQL driver.
 
         Args:
-            url: ``sqlite:///path.db`` or ``postgresql://user@host/db`` (``postgres://``,
-                ``sqlite+aiosqlite://`` and ``postgresql+asyncpg://`` too). None means
+            url: ``sqlite:///path.db``, ``postgresql://user@host/db`` or
+                ``mysql://user@host/db`` (also ``postgres://``, ``mariadb://`` and the
+                ``+aiosqlite``, ``+asyncpg``, ``+asyncmy`` forms). None means
                 ``$SQLSESSION_URL`` when the driver is loaded, else ``sqlsession.db`` in the
                 working directory.
             table: the session table's name; run ``sqlsession migrate --table NAME``.
             schema: the PostgreSQL schema of the table (None: the search path).
             ttl: default lifetime of an item in seconds (None: no expiry).
-            pool_size: connections kept open; None: 16 on PostgreSQL (plus as many
-                overflow connections), 4 on SQLite (which has one writer at a time, and
-                whose connections each cost a thread).
+            pool_size: connections kept open; None: 16 on PostgreSQL and MySQL (plus as
+                many overflow connections), 4 on SQLite (which has one writer at a time,
+                and whose connections each cost a thread).
             durability: ``"relaxed"`` commits writes with ``synchronous_commit = off`` on
                 PostgreSQL: a crash may lose the last few hundred milliseconds of
                 session writes, never corrupt them. No effect on SQLite.
             cleanup_interval: seconds between in-process cleanups of expired rows
                 (None: off; schedule ``sqlsession cleanup`` instead).
             cleanup_batch_size: rows deleted per cleanup statement; None: 5000 on
-                PostgreSQL, 500 on SQLite, where a batch holds the only write lock.
+                PostgreSQL and MySQL, 500 on SQLite, where a batch holds the only write
+                lock.
 
         Raises:
             ConfigError, InvalidTTLError: an option is invalid.
         """
-        if url is not None:
-            normalize_url(url)
-        _validate.check_sql_options(
+        options = SQLOptions(
+            url=url,
             table=table,
             schema=schema,
             ttl=ttl,
@@ -110,19 +111,7 @@ class _SessionDrivers:
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
         )
-        return SessionDriverConfig(
-            entrypoint="sqlsession.drivers.sql",
-            config={
-                "url": url,
-                "table": table,
-                "schema": schema,
-                "ttl": ttl,
-                "pool_size": pool_size,
-                "durability": durability,
-                "cleanup_interval": cleanup_interval,
-                "cleanup_batch_size": cleanup_batch_size,
-            },
-        )
+        return SessionDriverConfig(entrypoint="sqlsession.drivers.sql", config=options.as_config())
 
     def memory(self, max: int = 500, *, ttl: float | None = None) -> SessionDriverConfig:
         """Configure the in-process LRU driver, for tests and development.

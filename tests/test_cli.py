@@ -257,7 +257,7 @@ async def test_cleanup_says_another_cleanup_is_running(tmp_path: Path) -> None:
         migrate = await asyncio.create_subprocess_exec(str(BIN / "sqlsession"), "migrate", *args)
         assert await migrate.wait() == 0
         # Hold the advisory lock a running cleanup of this table would hold.
-        lock_key = SQLDriver(url, table=table)._lock_key
+        lock_key = SQLDriver(url, table=table)._dialect._lock_key
         async with engine.connect() as holder:
             await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
             cleanup = await asyncio.create_subprocess_exec(
@@ -385,7 +385,7 @@ def test_help_and_version_exit_0(cli: Cli, args: list[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "phrases"),
     [
-        (["stats", "--url", "mysql://app@db/app"], ["Unsupported database URL scheme 'mysql'"]),
+        (["stats", "--url", "mssql://app@db/app"], ["Unsupported database URL scheme 'mssql'"]),
         (["get", "k", "--url", "sqlite:sessions.db"], ["Database URL must look like"]),
         (["get", "k", "--url", "sqlite://sessions.db"], ["three slashes"]),
         (["stats", "--url", UNREACHABLE], ["Cannot reach", "127.0.0.1:1"]),
@@ -419,7 +419,7 @@ def test_password_is_hidden_in_errors(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "phrase"),
     [
-        (["stats", "--url", "mysql://x/y"], "Unsupported database URL scheme"),
+        (["stats", "--url", "mssql://x/y"], "Unsupported database URL scheme"),
         (["migrate", "--url", UNREACHABLE], "Cannot reach"),
         (["get", "k", "--table", "missing"], "sqlsession migrate"),
     ],

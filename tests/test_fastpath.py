@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlsession.drivers._greenlet import GreenletRunner
+from sqlsession.drivers.sql._greenlet import GreenletRunner
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.errors import SchemaError
 

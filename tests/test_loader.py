@@ -263,7 +263,7 @@ def test_file_that_fails_to_run(tmp_path: Path) -> None:
 
 
 def test_builtin_driver_with_bad_config_names_the_entrypoint() -> None:
-    error = load_error("sql", {"url": "mysql://x/y"})
+    error = load_error("sql", {"url": "mssql://x/y"})
     assert "'sql'" in str(error)
     assert "Unsupported database URL scheme" in str(error)
     assert isinstance(error.__cause__, ConfigError)

@@ -24,6 +24,7 @@ from sqlsession import (
     session_drivers,
 )
 from sqlsession.drivers.sql import SQLDriver
+from sqlsession.drivers.sql.dialects import CleanupJob
 
 from .conftest import FakeClock, admin_sql, migrate, postgres_base_url
 
@@ -40,7 +41,7 @@ def url(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "sessions.db", "mysql://root@localhost/db", "sqlite:relative.db", 42, "redis://x"],
+    ["", "sessions.db", "mssql://root@localhost/db", "sqlite:relative.db", 42, "redis://x"],
 )
 def test_bad_url_is_refused_by_config_and_driver(bad: Any) -> None:
     with pytest.raises(ConfigError, match="URL"):
@@ -51,7 +52,7 @@ def test_bad_url_is_refused_by_config_and_driver(bad: Any) -> None:
 
 def test_url_password_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as info:
-        SQLDriver("mysql://app:s3cret@db/app")
+        SQLDriver("mssql://app:s3cret@db/app")
     assert "s3cret" not in str(info.value)
 
 
@@ -407,10 +408,10 @@ async def test_one_postgres_cleanup_at_a_time(postgres_url: str, clock: FakeCloc
         clock.advance(2)
         async with driver.engine.connect() as holder:
             # Another process holding the table's cleanup lock:
-            await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": driver._lock_key})
+            await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": driver._dialect._lock_key})
             assert await driver.cleanup() == 0
             assert driver.last_cleanup_skipped is True
-            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": driver._lock_key})
+            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": driver._dialect._lock_key})
         assert await driver.cleanup() == 1
         assert driver.last_cleanup_skipped is False
 
@@ -497,6 +498,7 @@ async def test_postgres_cleanup_sweeps_only_a_mostly_expired_table(
     # most of the table has expired.
     async with SQLDriver(postgres_url, clock=clock, cleanup_batch_size=400) as driver:
         now = round(clock() * 1000)
+        job = CleanupJob(batch_size=400, now_ms=lambda: now)
         admin_sql(
             postgres_url,
             "INSERT INTO sqlsession (key, value, expires_at) "
@@ -506,7 +508,7 @@ async def test_postgres_cleanup_sweeps_only_a_mostly_expired_table(
             "ANALYZE sqlsession",
         )
         async with driver.engine.connect() as conn:
-            assert await driver._mostly_expired(conn) is False
+            assert await driver._dialect._mostly_expired(conn, job) is False
         assert await driver.cleanup() == 30
 
         admin_sql(
@@ -516,7 +518,7 @@ async def test_postgres_cleanup_sweeps_only_a_mostly_expired_table(
         )
         live = await driver.stats()
         async with driver.engine.connect() as conn:
-            assert await driver._mostly_expired(conn) is True
+            assert await driver._dialect._mostly_expired(conn, job) is True
         assert await driver.cleanup() == live["expired"]
         assert await driver.stats() == {"live": live["live"], "expired": 0}
         assert await driver.get_item("live19") == 1

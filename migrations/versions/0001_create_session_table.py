@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import context, op
+from sqlalchemy.dialects import mysql
 
 # revision identifiers, used by Alembic.
 revision: str = "0001"
@@ -36,18 +37,27 @@ def upgrade() -> None:
     op.create_table(
         table,
         # The "C" collation orders keys by code point on PostgreSQL, as SQLite does, so
-        # prefix scans agree across backends and can use the primary key index.
+        # prefix scans agree across backends and can use the primary key index. MySQL
+        # keeps UTF-8 bytes: compared exactly, in code point order.
         sa.Column(
             "key",
-            sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql"),
+            sa.String(255)
+            .with_variant(sa.String(255, collation="C"), "postgresql")
+            .with_variant(mysql.VARBINARY(1020), "mysql", "mariadb"),
             nullable=False,
         ),
-        # JSON text written by sqlsession; not jsonb, which renormalises numbers.
-        sa.Column("value", sa.Text(), nullable=False),
+        # JSON text written by sqlsession; not jsonb, which renormalises numbers. MySQL's
+        # TEXT stops at 64 KB.
+        sa.Column(
+            "value",
+            sa.Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb"),
+            nullable=False,
+        ),
         # Milliseconds since the Unix epoch, UTC; NULL means the row never expires.
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("key", name=f"{table}_pkey"),
         schema=schema,
+        mysql_charset="utf8mb4",
     )
     op.create_index(f"{table}_expires_at_idx", table, ["expires_at"], schema=schema)
 

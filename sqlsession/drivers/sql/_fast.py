@@ -1,11 +1,11 @@
-"""The fast path shared by both databases: one prepared statement on a raw connection.
+"""The fast path shared by every database: one compiled statement on a raw connection.
 
 SQLAlchemy's per-statement Python path (an `AsyncConnection`, the compiled-cache
 lookup, the DBAPI adapter's cursor, a `Result`) costs several times the database round
 trip of a primary-key lookup. For the driver's single-statement operations this module
 checks a connection out of the engine's own pool, runs the statement, compiled once from
 the driver's SQLAlchemy statement, directly on the database driver's connection (asyncpg
-or aiosqlite), and checks the connection back in. The engine, the pool, the URL and the
+aiosqlite or asyncmy), and checks the connection back in. The engine, the pool, the URL and the
 schema stay SQLAlchemy's.
 """
 
@@ -89,12 +89,16 @@ class FastPath:
         """Whether `exc` means `conn` is gone (and the statement may run again elsewhere)."""
         raise NotImplementedError
 
+    def _conflict(self, exc: BaseException) -> bool:
+        """Whether `exc` is a deadlock the server rolled back (the statement may run again)."""
+        return False
+
     async def _run(self, name: str, params: Mapping[str, Any], *, fetch: bool) -> Any:
         sql, names, fixed = self._statements[name]
         args = [params[n] if n in params else fixed[n] for n in names]
         # Each operation here is idempotent, so a connection the server dropped (a
         # restart, an idle timeout) costs one retry on a fresh connection rather than
-        # a ping before every operation.
+        # a ping before every operation; so does a statement a deadlock rolled back.
         for attempt in (1, 2):
             # Checked out and in on a greenlet: both may need to await the
             # driver (opening a connection, closing an overflow one).
@@ -104,15 +108,16 @@ class FastPath:
             try:
                 result = await self._execute(conn, sql, args, fetch)
             except self.errors as exc:
-                if not self._lost(conn, exc):
+                lost = self._lost(conn, exc)
+                if lost:
+                    # As SQLAlchemy does on a disconnect: every connection opened before
+                    # now is replaced on its next checkout, since a restarted server has
+                    # dropped them all.
+                    pool._invalidate(fairy, exc)
+                    fairy.close()
+                else:
                     await self._greenlets.run(fairy.close)
-                    raise
-                # As SQLAlchemy does on a disconnect: every connection opened before
-                # now is replaced on its next checkout, since a restarted server has
-                # dropped them all.
-                pool._invalidate(fairy, exc)
-                fairy.close()
-                if attempt == 2:
+                if attempt == 2 or not (lost or self._conflict(exc)):
                     raise
                 continue
             except BaseException:

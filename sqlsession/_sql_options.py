@@ -1,0 +1,81 @@
+"""The SQL driver's options, defined once for its config half, the driver and the CLI.
+
+Light on purpose: the config half (`session_drivers.sql`) builds and checks these
+without importing SQLAlchemy or a database driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _validate
+from ._url import normalize_url
+from .errors import ConfigError
+
+__all__ = ["SQLOptions"]
+
+
+@dataclass(frozen=True)
+class SQLOptions:
+    """Every option of the SQL driver that fits in a JSON config, checked on construction.
+
+    Args:
+        url: the database URL (None: ``$SQLSESSION_URL`` when the driver is built,
+            else ``sqlite:///sqlsession.db``).
+        table: the session table's name.
+        schema: the PostgreSQL schema of the table (None: the search path).
+        ttl: default lifetime of an item in seconds (None: no expiry).
+        pool_size: connections kept open (None: the database's default).
+        durability: ``"relaxed"`` lets PostgreSQL acknowledge a commit before it is
+            flushed to disk.
+        cleanup_interval: seconds between in-process cleanups (None: off).
+        cleanup_batch_size: rows deleted per cleanup statement (None: the database's
+            default).
+
+    Raises:
+        ConfigError, InvalidTTLError: an option is invalid.
+    """
+
+    url: str | None = None
+    table: str = "sqlsession"
+    schema: str | None = None
+    ttl: float | None = None
+    pool_size: int | None = None
+    durability: Literal["full", "relaxed"] = "full"
+    cleanup_interval: float | None = None
+    cleanup_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            normalize_url(self.url)
+        _validate.check_identifier(self.table, what="table")
+        if self.schema is not None:
+            _validate.check_identifier(self.schema, what="schema")
+        _validate.check_ttl(self.ttl)
+        if self.pool_size is not None:
+            _validate.check_positive_int(self.pool_size, what="pool_size")
+        if self.durability not in ("full", "relaxed"):
+            raise ConfigError(f"durability must be 'full' or 'relaxed', got {self.durability!r}.")
+        if self.cleanup_interval is not None:
+            _validate.check_ttl(self.cleanup_interval, what="cleanup_interval")
+        if self.cleanup_batch_size is not None:
+            _validate.check_positive_int(self.cleanup_batch_size, what="cleanup_batch_size")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SQLOptions:
+        """Build the options from a driver config dict, as `session_drivers.sql` wrote it.
+
+        Raises:
+            ConfigError: the dict has a key that is not an option, or a bad value.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ConfigError(f"Unknown SQL driver option(s) {unknown}; known: {sorted(known)}.")
+        return cls(**config)
+
+    def as_config(self) -> dict[str, Any]:
+        """The options as the JSON-serializable dict a `SessionDriverConfig` carries."""
+        return dataclasses.asdict(self)

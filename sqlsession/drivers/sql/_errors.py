@@ -1,0 +1,70 @@
+"""Database errors in sqlsession's error tree, for the driver and the migration runner alike.
+
+A dialect says what an error of its database driver means (`SQLDialect.classify`);
+this module words it, with the URL already redacted by the caller.
+"""
+
+from __future__ import annotations
+
+from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError, StorageError
+from .dialects import ErrorKind, SQLDialect
+
+__all__ = ["describe", "first_line", "missing_driver", "translate"]
+
+_UNAVAILABLE_HINT = "Check the URL, that the server is running, and the credentials."
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, without asyncpg's class prefix or a final dot."""
+    text = str(exc).strip()
+    # asyncpg errors, as SQLAlchemy adapts them, read "<class '...'>: message".
+    if text.startswith("<class '") and "'>: " in text:
+        text = text.split("'>: ", 1)[1]
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def describe(exc: BaseException, dialect: type[SQLDialect]) -> tuple[ErrorKind | None, str]:
+    """What `exc` (from SQLAlchemy or the database driver) means, and its server message."""
+    orig: BaseException = getattr(exc, "orig", None) or exc
+    kind = dialect.classify(orig)
+    if kind is None and isinstance(orig, OSError | TimeoutError):
+        kind = ErrorKind.UNAVAILABLE
+    return kind, first_line(orig)
+
+
+def translate(
+    exc: BaseException, dialect: type[SQLDialect], *, url: str, missing_table: str
+) -> SessionError:
+    """The sqlsession error for a database error.
+
+    Args:
+        exc: what SQLAlchemy or the database driver raised.
+        dialect: the database's dialect.
+        url: the database URL, redacted.
+        missing_table: the message of the `SchemaError` for a missing table.
+    """
+    kind, message = describe(exc, dialect)
+    if kind is ErrorKind.MISSING_TABLE:
+        return SchemaError(missing_table)
+    if kind is ErrorKind.UNAVAILABLE:
+        return DatabaseUnavailableError(
+            f"Cannot reach the session database {url}: {message}. {_UNAVAILABLE_HINT}"
+        )
+    if kind is ErrorKind.LOCK_TIMEOUT:
+        return StorageError(
+            f"The session database {url} gave up waiting for a lock that another "
+            f"connection holds: {message}"
+        )
+    if kind is ErrorKind.CONFLICT:
+        return StorageError(
+            f"The session database {url} rolled the operation back twice to resolve a "
+            f"deadlock: {message}"
+        )
+    return StorageError(f"The session database {url} failed: {message}")
+
+
+def missing_driver(exc: ModuleNotFoundError, dialect: type[SQLDialect]) -> ConfigError:
+    """The error for a database driver package that is not installed."""
+    return ConfigError(
+        f"{dialect.title} needs the {exc.name} package: pip install 'sqlsession[{dialect.extra}]'."
+    )

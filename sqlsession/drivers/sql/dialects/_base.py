@@ -1,0 +1,208 @@
+"""The interface between the SQL driver and one database: what differs, and nothing else.
+
+The driver builds the statements every database shares (read, delete, list, count) and
+asks its dialect for the rest: the upsert, the row lock of ``merge_item``, the cleanup
+strategy and its one-runner-at-a-time lock, the engine and its connection setup, pool
+defaults, how to read a database error, and the raw-driver fast path. A dialect class
+lives in ``dialects/<name>.py`` as ``Dialect``, where ``<name>`` is SQLAlchemy's name for
+the database; the driver never tests that name itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from ....errors import ConfigError
+
+if TYPE_CHECKING:
+    from ...._sql_options import SQLOptions
+    from .._fast import FastPath
+
+__all__ = ["CleanupJob", "ErrorKind", "SQLDialect", "delete_in_batches", "lock_id", "then"]
+
+
+class ErrorKind(enum.Enum):
+    """What a database error means for the caller; the driver words the message."""
+
+    MISSING_TABLE = "missing table"
+    UNAVAILABLE = "unavailable"  # refused, down, starting, bad credentials, no database
+    CONFLICT = "conflict"  # deadlock or serialization failure: safe to run again
+    LOCK_TIMEOUT = "lock timeout"
+    ALREADY_EXISTS = "already exists"
+    MISSING_SCHEMA = "missing schema"
+
+
+@dataclass(frozen=True)
+class CleanupJob:
+    """What a dialect's cleanup needs from the driver."""
+
+    batch_size: int
+    now_ms: Callable[[], int]
+
+
+def lock_id(purpose: str, table: str, schema: str | None) -> bytes:
+    """Eight bytes naming one table's lock for `purpose`, stable across processes."""
+    name = f"sqlsession.{purpose}:{schema or ''}.{table}"
+    return hashlib.blake2b(name.encode(), digest_size=8).digest()
+
+
+class SQLDialect:
+    """One database, as the SQL driver and the migrations see it.
+
+    A dialect object is built per driver, for its table; the class-level members serve
+    the migration runner and error translation, which have a URL but no table.
+
+    Args:
+        table: the session table.
+    """
+
+    title: ClassVar[str]
+    """The database's name in messages ("PostgreSQL")."""
+    extra: ClassVar[str] = ""
+    """The pip extra that installs the database driver package."""
+    supports_schema: ClassVar[bool] = False
+    default_pool_size: ClassVar[int] = 16
+    default_cleanup_batch_size: ClassVar[int] = 5000
+    transactional_ddl: ClassVar[bool] = True
+    """Whether the migration's DDL rolls back with its transaction."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    # -- engine --------------------------------------------------------------------
+
+    @classmethod
+    def check_options(cls, options: SQLOptions) -> None:
+        """Refuse options this database cannot honour."""
+        if options.schema is not None and not cls.supports_schema:
+            raise ConfigError(f"schema is a PostgreSQL option; {cls.title} has none.")
+
+    @classmethod
+    def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
+        """The autocommit engine the driver owns, its connections set up for sessions."""
+        raise NotImplementedError
+
+    @classmethod
+    def database_file(cls, url: str) -> str | None:
+        """The file an embedded database lives in (None: a server database)."""
+        return None
+
+    @classmethod
+    async def prepare_migration(cls, connection: AsyncConnection) -> None:
+        """Set up the connection a migration runs on, before its transaction starts."""
+
+    # -- statements ----------------------------------------------------------------
+
+    def upsert(self) -> Insert:
+        """Insert or replace one row: binds ``k``, ``v`` (JSON text), ``exp`` (ms or None)."""
+        raise NotImplementedError
+
+    def decode_key(self, key: Any) -> str:
+        """A key as the database returns it, as a str."""
+        return str(key)
+
+    @contextlib.asynccontextmanager
+    async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
+        """Lock the row of `key` for ``merge_item`` and yield ``(value, expires_at)``.
+
+        Yields None when there is no row (the caller then inserts it). The lock lasts
+        until the block ends: committed when it succeeds, rolled back when it raises.
+        """
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    async def cleanup(self, conn: AsyncConnection, job: CleanupJob) -> int | None:
+        """Delete expired rows in batches of at most ``job.batch_size``.
+
+        Returns:
+            The rows deleted, or None when another runner holds the cleanup lock.
+        """
+        raise NotImplementedError
+
+    def fast_path(
+        self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
+    ) -> FastPath | None:
+        """The raw-driver runner for single-row statements (None: SQLAlchemy's path)."""
+        return None
+
+    # -- errors --------------------------------------------------------------------
+
+    @classmethod
+    def classify(cls, error: BaseException) -> ErrorKind | None:
+        """What a database driver's error means (None: a plain failure)."""
+        return None
+
+    # -- migrations ----------------------------------------------------------------
+
+    @classmethod
+    @contextlib.contextmanager
+    def migration_lock(
+        cls, connection: Connection, table: str, schema: str | None
+    ) -> Iterator[None]:
+        """Hold a lock for the migration of one table, so concurrent deploys take turns."""
+        yield
+
+
+@contextlib.asynccontextmanager
+async def then(conn: AsyncConnection, undo: Executable) -> AsyncIterator[None]:
+    """Run `undo` (release a lock, restore a setting) on `conn` after the block.
+
+    When the block fails (cancelled by dispose or a timeout, or a database error),
+    that failure is what the caller sees, never an error from the undo: a connection
+    the failure invalidated is closed anyway, which ends its session and whatever it
+    held, and one on which the undo fails is thrown away rather than pooled.
+    """
+    try:
+        yield
+    except BaseException:
+        if not conn.invalidated:
+            try:
+                await conn.execute(undo)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+        raise
+    await conn.execute(undo)
+
+
+async def _let_others_in(_elapsed: float) -> None:
+    await asyncio.sleep(0)  # the app's own queries go between two batches
+
+
+async def delete_in_batches(
+    conn: AsyncConnection,
+    statement: Executable,
+    job: CleanupJob,
+    *,
+    after: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    pause: Callable[[float], Awaitable[None]] = _let_others_in,
+) -> int:
+    """Run the batch `statement` (binds ``now`` and ``batch``) until a batch comes up short.
+
+    `after` runs after every batch; `pause` before the next one, given the seconds the
+    batch (with `after`) took.
+    """
+    total = 0
+    while True:
+        started = time.perf_counter()
+        params = {"now": job.now_ms(), "batch": job.batch_size}
+        deleted: int = (await conn.execute(statement, params)).rowcount
+        total += deleted
+        if after is not None:
+            await after(conn)
+        if deleted < job.batch_size:
+            return total
+        await pause(time.perf_counter() - started)

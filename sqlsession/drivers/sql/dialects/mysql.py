@@ -1,0 +1,204 @@
+"""MySQL and MariaDB through asyncmy: ON DUPLICATE KEY UPDATE, GET_LOCK, DELETE ... LIMIT.
+
+Keys are ``VARBINARY``: compared byte for byte (a ``_bin`` collation would still
+ignore trailing spaces on MariaDB), and UTF-8 byte order is code point order, so key
+order and prefix ranges agree with PostgreSQL's "C" collation and SQLite. Values are
+``LONGTEXT`` in utf8mb4 (``TEXT`` stops at 64 KB; MySQL's "utf8" has no emoji).
+Sessions run at READ COMMITTED, so a cleanup's range delete takes no gap locks that
+would hold up the app's inserts.
+
+The fast path runs the driver's statements on the raw asyncmy connection; asyncmy
+interpolates the parameters on the client, as it does under SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, bindparam, literal_column, select, text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.expression import ClauseElement
+
+from .._fast import FastPath
+from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, lock_id, then
+
+if TYPE_CHECKING:
+    from ...._sql_options import SQLOptions
+
+__all__ = ["Dialect"]
+
+# Server and client error numbers (MariaDB's and MySQL's are the same for these).
+_MISSING_TABLE = 1146
+_UNAVAILABLE = frozenset(
+    {
+        1040,  # too many connections
+        1044,  # access denied to the database
+        1045,  # access denied (password)
+        1049,  # unknown database
+        1053,  # server shutdown in progress
+        1698,  # access denied (auth plugin)
+        1927,  # connection killed
+        2002,  # can't connect through the socket
+        2003,  # can't connect to the server
+        2005,  # unknown host
+        2006,  # server has gone away
+        2013,  # lost connection during query
+        2055,  # lost connection at the system level
+    }
+)
+_LOST = frozenset({1927, 2006, 2013, 2055})
+_CONFLICT = 1213  # deadlock: the transaction was rolled back and may run again
+_LOCK_TIMEOUT = 1205
+_ALREADY_EXISTS = 1050
+# How long a migration waits for another one of the same table (GET_LOCK's seconds).
+_MIGRATION_LOCK_WAIT_S = 600
+_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+
+def _errno(error: BaseException) -> int | None:
+    code = error.args[0] if error.args else None
+    return code if isinstance(code, int) else None
+
+
+class Dialect(SQLDialect):
+    """MariaDB 10.5+ and MySQL 8.0+, InnoDB."""
+
+    extra = "mysql"
+    title = "MySQL/MariaDB"
+    transactional_ddl = False  # DDL commits on its own
+
+    def __init__(self, table: Table) -> None:
+        super().__init__(table)
+        c = table.c
+        self._insert = mysql.insert(table)
+        # A claim that locks the row whether it exists or not: the insert takes an
+        # exclusive lock on the duplicate it finds, or creates the row (an empty dict)
+        # and holds it. A locking read alone would take no lock on a missing key at
+        # READ COMMITTED, and two merges of a new key would then overwrite each other.
+        self._claim = self._insert.values(
+            key=bindparam("k"), value="{}", expires_at=None
+        ).on_duplicate_key_update(key=literal_column("VALUES(`key`)"))
+        self._read_locked = (
+            select(c.value, c.expires_at).where(c.key == bindparam("k")).with_for_update()
+        )
+        name = mysql.dialect().identifier_preparer.format_table(table)
+        # No ORDER BY: the expires_at index hands the expired rows over in its own order.
+        self._cleanup = text(f"DELETE FROM {name} WHERE expires_at <= :now LIMIT :batch")
+        # A named lock is held by the server session: released by RELEASE_LOCK, and by
+        # the server when the connection dies with the process that took it.
+        lock_name = "sqlsession.cleanup." + lock_id("cleanup", table.name, table.schema).hex()
+        self._try_lock = text("SELECT GET_LOCK(:name, 0)").bindparams(name=lock_name)
+        self._unlock = text("SELECT RELEASE_LOCK(:name)").bindparams(name=lock_name)
+
+    @classmethod
+    def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
+        pool_size = options.pool_size or cls.default_pool_size
+        return create_async_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            # The server closes connections idle for wait_timeout (8 hours by default).
+            pool_recycle=3600,
+            connect_args={"init_command": _SETUP},
+        )
+
+    def upsert(self) -> Insert:
+        # VALUES(col), not the row alias of MySQL 8.0.19+: MariaDB has no alias.
+        return self._insert.values(
+            key=bindparam("k"), value=bindparam("v"), expires_at=bindparam("exp")
+        ).on_duplicate_key_update(
+            value=literal_column("VALUES(value)"), expires_at=literal_column("VALUES(expires_at)")
+        )
+
+    def decode_key(self, key: Any) -> str:
+        return key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
+
+    @contextlib.asynccontextmanager
+    async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
+        await conn.execution_options(isolation_level="READ COMMITTED")
+        await conn.begin()
+        try:
+            await conn.execute(self._claim, {"k": key})
+            yield (await conn.execute(self._read_locked, {"k": key})).one()
+        except BaseException:
+            await conn.rollback()
+            raise
+        await conn.commit()
+
+    async def cleanup(self, conn: AsyncConnection, job: CleanupJob) -> int | None:
+        """One runner at a time per table (a named lock), in autocommitted batches.
+
+        Each DELETE re-checks expiry on the row it locks: a session refreshed while
+        the batch waited for it is left alone.
+        """
+        if await conn.scalar(self._try_lock) != 1:
+            return None
+        async with then(conn, self._unlock):
+            return await delete_in_batches(conn, self._cleanup, job)
+
+    def fast_path(
+        self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
+    ) -> FastPath | None:
+        return _AsyncmyFastPath(engine, statements) if engine.dialect.driver == "asyncmy" else None
+
+    @classmethod
+    def classify(cls, error: BaseException) -> ErrorKind | None:
+        code = _errno(error)
+        if code == _MISSING_TABLE:
+            return ErrorKind.MISSING_TABLE
+        if code in _UNAVAILABLE or isinstance(error, OSError):
+            return ErrorKind.UNAVAILABLE
+        if code == _CONFLICT:
+            return ErrorKind.CONFLICT
+        if code == _LOCK_TIMEOUT:
+            return ErrorKind.LOCK_TIMEOUT
+        if code == _ALREADY_EXISTS:
+            return ErrorKind.ALREADY_EXISTS
+        return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def migration_lock(
+        cls, connection: Connection, table: str, schema: str | None
+    ) -> Iterator[None]:
+        # A named lock, not a transaction: each DDL statement commits on its own.
+        name = "sqlsession.migrate." + lock_id("migrate", table, schema).hex()
+        got = connection.scalar(
+            text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": _MIGRATION_LOCK_WAIT_S}
+        )
+        if got != 1:
+            raise TimeoutError(f"Another migration of {table!r} held its lock for too long.")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
+class _AsyncmyFastPath(FastPath):
+    """`FastPath` on asyncmy connections."""
+
+    def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
+        from asyncmy.errors import MySQLError
+
+        self.errors = (MySQLError, OSError)
+        super().__init__(engine, statements)
+
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+        async with conn.cursor() as cursor:
+            await cursor.execute(sql, args)
+            if not fetch:
+                return cursor.rowcount
+            row = await cursor.fetchone()
+            return None if row is None else row[0]
+
+    def _lost(self, conn: Any, exc: BaseException) -> bool:
+        return not conn.connected or isinstance(exc, OSError) or _errno(exc) in _LOST
+
+    def _conflict(self, exc: BaseException) -> bool:
+        return _errno(exc) == _CONFLICT

@@ -1,0 +1,529 @@
+"""The SQL driver: JSON session values in one keyed table, on any database with a dialect.
+
+Every operation is one statement on an autocommit connection, except `merge_item`, a
+short transaction that locks the row it changes. Expiry is filtered in SQL, so an
+expired row is never returned, counted or listed, whether or not cleanup has run. What
+differs between databases is asked of the dialect (`dialects.SQLDialect`); nothing
+here knows which database it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import (
+    Table,
+    bindparam,
+    case,
+    column,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    table,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ... import _codec, _validate
+from ..._sql_options import SQLOptions
+from ..._table import SCHEMA_REVISION, session_table, version_table_name
+from ..._url import dialect_name, redact_url, resolve_url
+from ...errors import DatabaseUnavailableError, SchemaError, SessionError
+from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
+from . import _errors
+from ._fast import give_way, pool_drained
+from .dialects import CleanupJob, ErrorKind, dialect_class
+
+__all__ = ["SQLDriver", "create_driver"]
+
+logger = logging.getLogger("sqlsession")
+T = TypeVar("T")
+# The single-statement, single-row operations the fast path runs, by name.
+_FAST = ("get", "has", "set", "remove", "touch")
+
+
+class SQLDriver(ExpiryMixin):
+    """Session storage in one table of a SQLite, PostgreSQL or MySQL/MariaDB database.
+
+    Args:
+        url: the database URL (see `sqlsession.session_drivers.sql`); None means
+            ``$SQLSESSION_URL``, else ``sqlite:///sqlsession.db``. Ignored when `engine`
+            is given.
+        table: the session table, created by ``sqlsession migrate --table``.
+        schema: the PostgreSQL schema of the table (None: the search path).
+        ttl: default lifetime of an item in seconds (None: no expiry).
+        pool_size: connections kept open (None: 16 on PostgreSQL and MySQL, plus as
+            many overflow connections; 4 on SQLite).
+        durability: ``"relaxed"`` commits with ``synchronous_commit = off`` on PostgreSQL.
+        cleanup_interval: seconds between in-process cleanups (None: off).
+        cleanup_batch_size: rows deleted per cleanup statement (None: 5000 on
+            PostgreSQL and MySQL, 500 on SQLite).
+        engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
+            it open on `dispose`, runs its operations on an autocommit copy of it, and
+            sets nothing on its connections (except that a SQLite cleanup turns its
+            connection's autocheckpoint off while it runs, and back): for SQLite, set
+            WAL and a busy timeout on it yourself (the engine the driver creates has
+            both).
+        clock: returns seconds since the epoch (``time.time``); tests move it.
+
+    Raises:
+        ConfigError, InvalidTTLError: an option is invalid, or the database is not one
+            sqlsession supports.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        table: str = "sqlsession",
+        schema: str | None = None,
+        ttl: float | None = None,
+        pool_size: int | None = None,
+        durability: Literal["full", "relaxed"] = "full",
+        cleanup_interval: float | None = None,
+        cleanup_batch_size: int | None = None,
+        engine: AsyncEngine | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        options = SQLOptions(
+            url=url,
+            table=table,
+            schema=schema,
+            ttl=ttl,
+            pool_size=pool_size,
+            durability=durability,
+            cleanup_interval=cleanup_interval,
+            cleanup_batch_size=cleanup_batch_size,
+        )
+        super().__init__(options.ttl, clock)
+        self.options = options
+        self.table_name = table
+        self.schema = schema
+        self.cleanup_interval = cleanup_interval
+        self.last_cleanup_skipped = False
+        """True when the last `cleanup` found another process cleaning."""
+
+        if engine is not None:
+            self._owns_engine = False
+            dialect = dialect_class(engine.dialect.name)
+            dialect.check_options(options)
+            # Each operation commits on its own, whatever the given engine's default is;
+            # the copy shares the engine's pool.
+            self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.url = engine.url.render_as_string(hide_password=True)
+        else:
+            self._owns_engine = True
+            full_url = resolve_url(url)
+            self.url = redact_url(full_url)
+            dialect = dialect_class(dialect_name(full_url))
+            dialect.check_options(options)
+            try:
+                self.engine = dialect.create_engine(full_url, options)
+            except ModuleNotFoundError as exc:
+                raise _errors.missing_driver(exc, dialect) from exc
+        self._dialect_class = dialect
+        self.cleanup_batch_size = cleanup_batch_size or dialect.default_cleanup_batch_size
+        self._database_file = dialect.database_file(self.engine.url.render_as_string(False))
+        self._table = session_table(self.table_name, self.schema)
+        self._dialect = dialect(self._table)
+        self._build_statements(self._table)
+        self._fast = self._dialect.fast_path(
+            self.engine, {name: getattr(self, f"_{name}") for name in _FAST}
+        )
+        # What a fast-path operation may raise that is mapped to our errors.
+        self._fast_errors: tuple[type[BaseException], ...] = (
+            *(self._fast.errors if self._fast is not None else ()),
+            SQLAlchemyError,
+            OSError,
+        )
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_options(
+        cls, options: SQLOptions, *, engine: AsyncEngine | None = None, clock: Clock | None = None
+    ) -> SQLDriver:
+        """Build a driver from `SQLOptions` (what the config half and the CLI hold)."""
+        return cls(**options.as_config(), engine=engine, clock=clock)
+
+    @property
+    def dialect(self) -> str:
+        """SQLAlchemy's name for the database (``"sqlite"``, ``"postgresql"``, ``"mysql"``)."""
+        return self.engine.dialect.name
+
+    def _build_statements(self, t: Table) -> None:
+        # Built once and reused, so each call only binds parameters. What differs
+        # between databases (the upsert, locks, cleanup) comes from the dialect.
+        c = t.c
+        live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+        self._get = select(c.value).where(c.key == bindparam("k"), live)
+        self._has = select(literal(1)).where(c.key == bindparam("k"), live)
+        self._set = self._dialect.upsert()
+        self._remove = delete(t).where(c.key == bindparam("k"))
+        self._touch = (
+            update(t).where(c.key == bindparam("k"), live).values(expires_at=bindparam("exp"))
+        )
+        in_range = (c.key >= bindparam("low"), c.key < bindparam("high"))
+        self._keys_all = select(c.key).where(live).order_by(c.key)
+        self._keys_from = select(c.key).where(live, c.key >= bindparam("low")).order_by(c.key)
+        self._keys_range = select(c.key).where(live, *in_range).order_by(c.key)
+        self._clear_all = delete(t)
+        self._clear_from = delete(t).where(c.key >= bindparam("low"))
+        self._clear_range = delete(t).where(*in_range)
+        # COUNT(CASE ...) rather than FILTER, which MySQL lacks.
+        self._stats = select(
+            func.count(case((live, 1))).label("live"),
+            func.count(case((c.expires_at <= bindparam("now"), 1))).label("expired"),
+        ).select_from(t)
+        self._merge_write = (
+            update(t)
+            .where(c.key == bindparam("k"))
+            .values(value=bindparam("v"), expires_at=bindparam("exp"))
+        )
+        version = table(version_table_name(self.table_name), column("version_num"))
+        version.schema = self.schema
+        self._versions = select(version.c.version_num)
+
+    # -- the contract -------------------------------------------------------------------
+
+    async def get_item(self, key: str) -> Any:
+        """Return the value stored under `key`, or None when it is absent or expired.
+
+        Raises:
+            InvalidKeyError: `key` is not a valid session key.
+            SchemaError: the table is missing or not migrated.
+            StorageError: the database failed the read.
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        text = await self._scalar("get", params)
+        return None if text is None else _codec.decode(text)
+
+    async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
+        """Store `value` under `key`, replacing what was there.
+
+        Args:
+            key: the session key.
+            value: a JSON value (dict with str keys, list, tuple, str, int, float, bool,
+                None).
+            ttl: seconds until the item expires; by default the driver's ``ttl``; None
+                for no expiry.
+
+        Raises:
+            InvalidKeyError, InvalidTTLError, ValueNotSerializableError: bad input;
+                nothing is written.
+            SchemaError, StorageError: as for `get_item`.
+        """
+        _validate.check_key(key)
+        params = {"k": key, "exp": self._expires_at(ttl), "v": _codec.encode(key, value)}
+        await self._rowcount("set", params)
+
+    async def remove_item(self, key: str) -> None:
+        """Delete `key`; an absent key is not an error."""
+        params = {"k": _validate.check_key(key)}
+        await self._rowcount("remove", params)
+
+    # -- the built-in extras ------------------------------------------------------------
+
+    async def has_item(self, key: str) -> bool:
+        """Whether a live item is stored under `key` (also when its value is None)."""
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        return await self._scalar("has", params) is not None
+
+    async def get_keys(self, prefix: str = "") -> list[str]:
+        """The live keys that start with `prefix` (``%`` and ``_`` match literally), sorted."""
+        stmt, params = self._prefix_query(prefix, self._keys_all, self._keys_from, self._keys_range)
+        params["now"] = self._now_ms()
+
+        async def keys(conn: AsyncConnection) -> list[str]:
+            decode = self._dialect.decode_key
+            return [decode(key) for key in (await conn.execute(stmt, params)).scalars()]
+
+        return await self._run(keys)
+
+    async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
+        """Set the expiry of a live `key` to now + `ttl` (None: never).
+
+        Returns:
+            False when `key` is absent or already expired (nothing is written).
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        params["exp"] = self._expires_at(ttl)
+        return await self._rowcount("touch", params) > 0
+
+    async def clear(self, prefix: str = "") -> None:
+        """Delete every item whose key starts with `prefix` (all items by default)."""
+        stmt, params = self._prefix_query(
+            prefix, self._clear_all, self._clear_from, self._clear_range
+        )
+        await self._run(lambda conn: conn.execute(stmt, params))
+
+    async def merge_item(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> dict[str, Any]:
+        """Apply `set` and `delete` to the dict stored under `key` in one atomic step.
+
+        The row is locked while it is changed, so two processes changing different keys
+        of one value both win. An absent or expired item starts from an empty dict.
+
+        Args:
+            key: the session key.
+            set: keys to add or replace in the stored dict.
+            delete: keys to remove from it (absent ones are ignored).
+            ttl: as for `set_item`; applies to the whole item.
+
+        Returns:
+            The dict now stored.
+
+        Raises:
+            ValueNotSerializableError: the stored value is not a dict, or `set` is not
+                JSON; nothing is written.
+        """
+        changes, removals = prepare_merge(key, set, delete)
+        exp = self._expires_at(ttl)
+
+        async def merge(conn: AsyncConnection) -> dict[str, Any]:
+            async with self._dialect.locked_row(conn, key) as row:
+                now = self._now_ms()
+                expired = row is None or (row[1] is not None and row[1] <= now)
+                merged = apply_merge(key, None if expired else row[0], changes, removals)
+                write = self._set if row is None else self._merge_write
+                await conn.execute(write, {"k": key, "v": _codec.encode(key, merged), "exp": exp})
+            return merged
+
+        return await self._run(merge, transactional=True)
+
+    async def cleanup(self) -> int:
+        """Delete expired rows in batches, so no statement holds locks for long.
+
+        A batch is at most ``cleanup_batch_size`` rows; how batches are picked is the
+        database's own (see its dialect module). One process at a time does the work
+        on PostgreSQL and MySQL (a lock per table); the others return 0 at once and
+        set `last_cleanup_skipped`.
+
+        Returns:
+            How many expired rows were deleted.
+        """
+        job = CleanupJob(batch_size=self.cleanup_batch_size, now_ms=self._now_ms)
+
+        async def run(conn: AsyncConnection) -> int:
+            self.last_cleanup_skipped = False
+            deleted = await self._dialect.cleanup(conn, job)
+            self.last_cleanup_skipped = deleted is None
+            return deleted or 0
+
+        return await self._run(run, transactional=True)
+
+    async def stats(self) -> dict[str, int]:
+        """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup)."""
+        params = {"now": self._now_ms()}
+
+        async def count(conn: AsyncConnection) -> dict[str, int]:
+            row = (await conn.execute(self._stats, params)).one()
+            return {"live": int(row.live), "expired": int(row.expired)}
+
+        return await self._run(count)
+
+    async def dispose(self) -> None:
+        """Stop the periodic cleanup and close the engine if this driver created it."""
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._owns_engine:
+            await self.engine.dispose()
+        self._ready = False
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _prefix_query(
+        self, prefix: Any, every: Any, from_low: Any, in_range: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        if prefix == "":
+            return every, {}
+        low = _validate.check_key(prefix)
+        high = _prefix_successor(low)
+        if high is None:
+            return from_low, {"low": low}
+        return in_range, {"low": low, "high": high}
+
+    async def _scalar(self, name: str, params: dict[str, Any]) -> Any:
+        """The first column of the row statement `name` returns (None: no row)."""
+        if self._fast is None:
+            stmt = getattr(self, f"_{name}")
+            row = await self._run(lambda conn: _first(conn, stmt, params))
+            return None if row is None else row[0]
+        return await self._run_fast(self._fast.scalar, name, params)
+
+    async def _rowcount(self, name: str, params: dict[str, Any]) -> int:
+        """Run statement `name`; return how many rows it changed."""
+        if self._fast is None:
+            stmt = getattr(self, f"_{name}")
+
+            async def changed(conn: AsyncConnection) -> int:
+                return (await conn.execute(stmt, params)).rowcount
+
+            return await self._run(changed)
+        count: int = await self._run_fast(self._fast.rowcount, name, params)
+        return count
+
+    async def _run_fast(
+        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+    ) -> T:
+        """`_run` for the fast path, which retries a dropped connection itself."""
+        if not self._ready:
+            await self._check_schema()
+        try:
+            return await method(name, params)
+        except SessionError:
+            raise
+        except self._fast_errors as exc:
+            raise self._storage_error(exc) from exc
+
+    async def _run(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        transactional: bool = False,
+    ) -> T:
+        """Run `work` on a pooled connection, mapping database errors to ours.
+
+        A connection the server dropped is replaced and single-statement work is tried
+        once more (every such operation here is idempotent); so is any work a deadlock
+        rolled back.
+        """
+        if not self._ready:
+            await self._check_schema()
+        for attempt in (1, 2):
+            try:
+                async with self.engine.connect() as conn:
+                    result = await work(conn)
+                    drained = pool_drained(self.engine.sync_engine.pool)
+                await give_way(drained)
+                return result
+            except DBAPIError as exc:
+                if attempt == 1 and (
+                    (exc.connection_invalidated and not transactional) or self._conflict(exc)
+                ):
+                    continue
+                raise self._storage_error(exc) from exc
+            except SessionError:
+                raise
+            except (SQLAlchemyError, OSError) as exc:
+                raise self._storage_error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _check_schema(self) -> None:
+        async with self._ready_lock:
+            if self._ready:
+                return
+            if self._database_file is not None and not os.path.exists(  # noqa: ASYNC240 - one stat, once per driver
+                self._database_file
+            ):
+                raise SchemaError(
+                    f"The {self._dialect.title} database {self._database_file!r} does not "
+                    f"exist. Create it with: {self._migrate_hint()}"
+                )
+            try:
+                async with self.engine.connect() as conn:
+                    versions = list((await conn.execute(self._versions)).scalars())
+            except (SQLAlchemyError, OSError) as exc:
+                error = self._storage_error(exc)
+                if isinstance(error, DatabaseUnavailableError):
+                    raise error from exc
+                name = version_table_name(self.table_name)
+                raise SchemaError(
+                    f"The session table {self._where()} has not been migrated (no version "
+                    f"table {name!r}). Run: {self._migrate_hint()}"
+                ) from exc
+            if versions != [SCHEMA_REVISION]:
+                raise SchemaError(
+                    f"The session table {self._where()} is at migration {versions or None}, "
+                    f"this sqlsession needs {SCHEMA_REVISION!r}. Run: {self._migrate_hint()}"
+                )
+            self._ready = True
+            if self.cleanup_interval is not None and self._cleanup_task is None:
+                self._cleanup_task = asyncio.get_running_loop().create_task(
+                    self._cleanup_periodically(self.cleanup_interval),
+                    name=f"sqlsession cleanup of {self.table_name}",
+                )
+
+    async def _cleanup_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                deleted = await self.cleanup()
+                logger.debug("sqlsession cleanup of %s deleted %d rows", self._where(), deleted)
+            except SessionError:
+                task = asyncio.current_task()
+                if task is not None and getattr(task, "cancelling", lambda: 0)():
+                    raise  # dispose() is stopping this task (Python 3.11+ can tell)
+                # Keep the app serving; the next run tries again.
+                logger.exception("sqlsession cleanup of %s failed", self._where())
+
+    def _where(self) -> str:
+        table = f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        return f"{table!r} in {self.url}"
+
+    def _migrate_hint(self) -> str:
+        schema = f" --schema {self.schema}" if self.schema else ""
+        return f"sqlsession migrate --url {self.url} --table {self.table_name}{schema}"
+
+    def _conflict(self, exc: BaseException) -> bool:
+        return _errors.describe(exc, self._dialect_class)[0] is ErrorKind.CONFLICT
+
+    def _storage_error(self, exc: BaseException) -> SessionError:
+        """Translate a database error into the sqlsession error tree."""
+        error = _errors.translate(
+            exc,
+            self._dialect_class,
+            url=self.url,
+            missing_table=f"The session table {self._where()} is missing. "
+            f"Run: {self._migrate_hint()}",
+        )
+        if isinstance(error, SchemaError):
+            self._ready = False
+        return error
+
+
+async def _first(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Any:
+    return (await conn.execute(stmt, params)).first()
+
+
+def _prefix_successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix`.
+
+    None when there is none (the prefix is all U+10FFFF). Both backends order keys by
+    code point (SQLite's binary collation, PostgreSQL's "C"), so ``low <= key < high``
+    selects exactly the keys with that prefix and can use the primary key index.
+    """
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            following = last + 1 if last + 1 != 0xD800 else 0xE000  # skip surrogates
+            return prefix[:-1] + chr(following)
+        prefix = prefix[:-1]
+    return None
+
+
+def create_driver(config: dict[str, Any]) -> SQLDriver:
+    """The factory `load_driver` calls with the dict built by `session_drivers.sql`.
+
+    Raises:
+        ConfigError: the config has an option the SQL driver does not know.
+    """
+    return SQLDriver.from_options(SQLOptions.from_config(config))
