@@ -1,8 +1,9 @@
-"""Shared fixtures: a movable clock, migrated SQLite files and a PostgreSQL database.
+"""Shared fixtures: a movable clock, migrated SQLite files, PostgreSQL and MariaDB databases.
 
-PostgreSQL comes from ``SQLSESSION_TEST_POSTGRES_URL``. Without it, PostgreSQL tests
-skip with a reason; with ``SQLSESSION_TEST_NO_SKIP=1`` (set by ``.ci/run``) every skip
-is turned into a failure, so CI cannot go green without the PostgreSQL tests.
+PostgreSQL comes from ``SQLSESSION_TEST_POSTGRES_URL``, MySQL/MariaDB from
+``SQLSESSION_TEST_MYSQL_URL``. Without one, its tests skip with a reason; with
+``SQLSESSION_TEST_NO_SKIP=1`` (set by ``.ci/run``) every skip is turned into a failure,
+so CI cannot go green without the server tests.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from sqlsession.drivers.sql import SQLDriver
 # The venv's scripts (sqlsession, alembic), next to the interpreter running the tests.
 BIN = Path(sys.executable).parent
 POSTGRES_ENV = "SQLSESSION_TEST_POSTGRES_URL"
+MYSQL_ENV = "SQLSESSION_TEST_MYSQL_URL"
 NO_SKIP_ENV = "SQLSESSION_TEST_NO_SKIP"
-BACKENDS = ["memory", "sqlite", "postgres"]
+BACKENDS = ["memory", "sqlite", "postgres", "mysql"]
+SQL_BACKENDS = ["sqlite", "postgres", "mysql"]
 
 
 class FakeClock:
@@ -120,6 +123,68 @@ def postgres_url(postgres_database: str) -> str:
     """The test session's PostgreSQL database with an empty, migrated ``sqlsession`` table."""
     admin_sql(postgres_database, "DELETE FROM sqlsession")
     return postgres_database
+
+
+# -- MySQL / MariaDB ---------------------------------------------------------------------
+
+
+def mysql_base_url() -> str:
+    url = os.environ.get(MYSQL_ENV)
+    if not url:
+        pytest.skip(f"set {MYSQL_ENV}=mysql://user@host/db to run MySQL/MariaDB tests")
+    return url
+
+
+def admin_mysql(url: str, *statements: str) -> None:
+    """Run statements on MySQL/MariaDB with raw asyncmy, from sync or async code."""
+    import asyncmy
+
+    async def run() -> None:
+        parts = make_url(url)
+        conn = await asyncmy.connect(
+            host=parts.host or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            database=parts.database,
+            autocommit=True,
+        )
+        try:
+            async with conn.cursor() as cursor:
+                for statement in statements:
+                    await cursor.execute(statement)
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(scope="session")
+def mysql_database() -> Iterator[str]:
+    """A database of our own on the MySQL/MariaDB server, dropped at the end, as a URL."""
+    base = mysql_base_url()
+    name = f"sqlsession_test_{uuid.uuid4().hex[:12]}"
+    admin_mysql(base, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    admin_mysql(base, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mysql_url(mysql_database: str) -> str:
+    """The test session's MySQL/MariaDB database with an empty, migrated table."""
+    admin_mysql(mysql_database, "DELETE FROM sqlsession")
+    return mysql_database
+
+
+def admin(url: str, *statements: str) -> None:
+    """Run statements on the server database of `url` (PostgreSQL or MySQL)."""
+    if url.startswith(("mysql", "mariadb")):
+        admin_mysql(url, *statements)
+    else:
+        admin_sql(url, ";".join(statements))
 
 
 # -- drivers -----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from sqlsession._table import version_table_name
 from sqlsession._url import resolve_url
 from sqlsession.cli import main
 from sqlsession.drivers.sql import SQLDriver
-from tests.conftest import BIN, run_script
+from tests.conftest import BIN, mysql_base_url, run_script
 
 PG_ENV = "SQLSESSION_TEST_POSTGRES_URL"
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"
@@ -72,22 +72,23 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres), "mysql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    """An unmigrated session table on a SQLite file or the test PostgreSQL database."""
+    """An unmigrated session table on a SQLite file or a test server database."""
     table = "t_" + uuid.uuid4().hex[:12]
     if request.param == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path / 'sessions.db'}", table)
         return
-    url = postgres_url()
+    url = postgres_url() if request.param == "postgresql" else mysql_base_url()
     try:
-        yield Db("postgresql", url, table)
+        yield Db(request.param, url, table)
     finally:
+        # Both names are plain identifiers, which neither database needs quoted.
         asyncio.run(
             execute(
                 url,
-                f'DROP TABLE IF EXISTS "{table}"',
-                f'DROP TABLE IF EXISTS "{version_table_name(table)}"',
+                f"DROP TABLE IF EXISTS {table}",
+                f"DROP TABLE IF EXISTS {version_table_name(table)}",
             )
         )
 

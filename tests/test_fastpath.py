@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sqlsession.drivers.sql._greenlet import GreenletRunner
 from sqlsession.drivers.sql import SQLDriver
+from sqlsession.drivers.sql._greenlet import GreenletRunner
 from sqlsession.errors import SchemaError
 
 from .conftest import admin_sql

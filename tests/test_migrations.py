@@ -1,7 +1,8 @@
 """The alembic migrations: upgrade and downgrade, version tables, drift, errors.
 
-Runs on a SQLite file in tmp_path and, when SQLSESSION_TEST_POSTGRES_URL is set, on
-PostgreSQL, where every test uses tables (or a schema) of its own and drops them.
+Runs on a SQLite file in tmp_path and, when SQLSESSION_TEST_POSTGRES_URL and
+SQLSESSION_TEST_MYSQL_URL are set, on PostgreSQL and MySQL/MariaDB, where every test uses
+tables (or a PostgreSQL schema) of its own and drops them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlsession import _migrate
 from sqlsession._table import SCHEMA_REVISION, session_table, version_table_name
 from sqlsession._url import resolve_url
 from sqlsession.errors import ConfigError, DatabaseUnavailableError, SchemaError
-from tests.conftest import BIN, run_script
+from tests.conftest import BIN, mysql_base_url, run_script
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +73,17 @@ class Db:
         return set(run_sql(self.url, lambda c: inspect(c).get_table_names(schema=self.schema)))
 
     def versions(self, table: str) -> list[str]:
-        name = f'"{self.schema}"."{table}"' if self.schema else f'"{table}"'
-        return list(
-            run_sql(
-                self.url, lambda c: c.execute(text(f"SELECT version_num FROM {name}")).scalars()
-            )
-        )
+        def read(conn: Connection) -> list[str]:
+            name = quoted(conn, table, self.schema)
+            return list(conn.execute(text(f"SELECT version_num FROM {name}")).scalars())
+
+        return run_sql(self.url, read)
+
+
+def quoted(conn: Connection, table: str, schema: str | None = None) -> str:
+    """`table` (in `schema`) quoted for the connection's database."""
+    quote = conn.dialect.identifier_preparer.quote
+    return f"{quote(schema)}.{quote(table)}" if schema else quote(table)
 
 
 def postgres_url() -> str:
@@ -93,30 +99,41 @@ def drop_tables(db: Db) -> None:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'))
             return
         for table in db.tables:
-            conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
-            conn.execute(text(f'DROP TABLE IF EXISTS "{version_table_name(table)}"'))
+            conn.execute(text(f"DROP TABLE IF EXISTS {quoted(conn, table)}"))
+            conn.execute(text(f"DROP TABLE IF EXISTS {quoted(conn, version_table_name(table))}"))
 
     run_sql(db.url, drop)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+SERVERS = [pytest.param("postgresql", marks=pytest.mark.postgres), "mysql"]
+
+
+@pytest.fixture(params=["sqlite", *SERVERS])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    """A SQLite file, or the test PostgreSQL database with clean-up of our tables."""
+    """A SQLite file, or a test server database with clean-up of our tables."""
     if request.param == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path / 'sessions.db'}")
         return
-    found = Db("postgresql", postgres_url())
+    url = postgres_url() if request.param == "postgresql" else mysql_base_url()
+    found = Db(request.param, url)
     try:
         yield found
     finally:
         drop_tables(found)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", *SERVERS])
 def schema_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     """Like `db`, but on PostgreSQL everything lives in a new schema of its own."""
     if request.param == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path / 'sessions.db'}")
+        return
+    if request.param == "mysql":
+        found = Db("mysql", mysql_base_url())
+        try:
+            yield found
+        finally:
+            drop_tables(found)
         return
     found = Db("postgresql", postgres_url(), schema="s_" + uuid.uuid4().hex[:12])
     run_sql(found.url, lambda c: c.execute(text(f'CREATE SCHEMA "{found.schema}"')))
@@ -355,7 +372,8 @@ def test_the_migrated_table_is_the_drivers_table(schema_db: Db) -> None:
         }
 
     found = run_sql(db.url, details)
-    assert found["pk"]["name"] == f"{table}_pkey"
+    # MySQL calls every primary key PRIMARY, whatever name the DDL gives it.
+    assert found["pk"]["name"] == (None if db.kind == "mysql" else f"{table}_pkey")
     assert found["pk"]["constrained_columns"] == ["key"]
     assert [(i["name"], i["column_names"], bool(i["unique"])) for i in found["indexes"]] == [
         (f"{table}_expires_at_idx", ["expires_at"], False)
@@ -373,6 +391,27 @@ def test_the_migrated_table_is_the_drivers_table(schema_db: Db) -> None:
             ).scalar_one(),
         )
         assert collation == "C"
+    if db.kind == "mysql":
+        # Keys compared byte for byte (a _bin collation ignores trailing spaces on
+        # MariaDB), values of any size and with emoji.
+        columns = run_sql(
+            db.url,
+            lambda c: dict(
+                c.execute(
+                    text(
+                        "SELECT column_name, concat(column_type, ' ', "
+                        "coalesce(character_set_name, '-')) FROM information_schema.columns "
+                        "WHERE table_name = :t AND table_schema = database()"
+                    ),
+                    {"t": table},
+                ).all()
+            ),
+        )
+        assert columns == {
+            "key": "varbinary(1020) -",
+            "value": "longtext utf8mb4",
+            "expires_at": "bigint(20) -",
+        }
 
 
 def test_the_drift_check_does_see_differences(db: Db) -> None:
@@ -385,8 +424,11 @@ def test_the_drift_check_does_see_differences(db: Db) -> None:
         Column("value", Text(), nullable=True),
         Column("expires_at", BigInteger()),
     )
+    # A column's changes come as one list (MySQL's ALTER restates the whole column).
     kinds = {
-        d[0] if isinstance(d, tuple) else d[0][0] for d in diff_against(db, table, drifted.metadata)
+        op[0]
+        for d in diff_against(db, table, drifted.metadata)
+        for op in ([d] if isinstance(d, tuple) else d)
     }
     assert {"remove_index", "modify_type", "modify_nullable"} <= kinds
 
@@ -447,7 +489,7 @@ def test_an_unreachable_postgresql_is_unavailable() -> None:
 
 def test_a_table_created_without_migrations_is_a_schema_error(db: Db) -> None:
     table = db.new_table()
-    run_sql(db.url, lambda c: c.execute(text(f'CREATE TABLE "{table}" (x INTEGER)')))
+    run_sql(db.url, lambda c: c.execute(text(f"CREATE TABLE {quoted(c, table)} (x INTEGER)")))
     with pytest.raises(SchemaError, match="was not created by sqlsession migrate"):
         _migrate.upgrade(db.url, table=table)
 

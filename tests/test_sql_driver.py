@@ -23,12 +23,11 @@ from sqlsession import (
     load_driver,
     session_drivers,
 )
+from sqlsession._url import normalize_url
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.drivers.sql.dialects import CleanupJob
 
-from .conftest import FakeClock, admin_sql, migrate, postgres_base_url
-
-SQL_BACKENDS = ["sqlite", "postgres"]
+from .conftest import SQL_BACKENDS, FakeClock, admin_sql, migrate, postgres_base_url
 
 
 @pytest.fixture(params=SQL_BACKENDS)
@@ -140,11 +139,7 @@ async def test_unmigrated_table_says_run_migrate(url: str) -> None:
 
 
 async def test_table_behind_head_says_run_migrate(url: str) -> None:
-    engine = create_async_engine(
-        url.replace("sqlite://", "sqlite+aiosqlite://", 1).replace(
-            "postgresql://", "postgresql+asyncpg://", 1
-        )
-    )
+    engine = create_async_engine(normalize_url(url))
     async with engine.begin() as conn:
         await conn.execute(text("UPDATE sqlsession_alembic_version SET version_num = '0000'"))
     try:
@@ -402,18 +397,58 @@ async def test_stats_counts_live_and_expired(url: str, clock: FakeClock) -> None
         assert await driver.stats() == {"live": 2, "expired": 1}
 
 
-async def test_one_postgres_cleanup_at_a_time(postgres_url: str, clock: FakeClock) -> None:
-    async with SQLDriver(postgres_url, clock=clock, ttl=1) as driver:
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_one_cleanup_at_a_time(
+    backend: str, request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    url = request.getfixturevalue(f"{backend}_url")
+    async with SQLDriver(url, clock=clock, ttl=1) as driver, SQLDriver(url) as other:
         await driver.set_item("old", 1)
         clock.advance(2)
-        async with driver.engine.connect() as holder:
-            # Another process holding the table's cleanup lock:
-            await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": driver._dialect._lock_key})
+        # Another process holding the table's cleanup lock, taken as a cleanup takes it
+        # (PostgreSQL's advisory lock, MySQL's named lock), on a connection of its own.
+        async with other.engine.connect() as holder:
+            assert await holder.scalar(other._dialect._try_lock)
             assert await driver.cleanup() == 0
             assert driver.last_cleanup_skipped is True
-            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": driver._dialect._lock_key})
+            await holder.execute(other._dialect._unlock)
         assert await driver.cleanup() == 1
         assert driver.last_cleanup_skipped is False
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_dead_runners_cleanup_lock_is_released(
+    backend: str, request: pytest.FixtureRequest, clock: FakeClock
+) -> None:
+    # A process killed in the middle of a cleanup must not leave the lock held: the
+    # next runner cleans. The lock dies with the runner's connection.
+    script = (
+        "import asyncio, os, sys\n"
+        "from sqlsession.drivers.sql import SQLDriver\n"
+        "async def main():\n"
+        "    driver = SQLDriver(sys.argv[1], pool_size=1)\n"
+        "    async with driver.engine.connect() as conn:\n"
+        "        taken = await conn.scalar(driver._dialect._try_lock)\n"
+        "        print('held' if taken in (True, 1) else 'no-lock', flush=True)\n"
+        "        os._exit(9)\n"
+        "asyncio.run(main())\n"
+    )
+    url = request.getfixturevalue(f"{backend}_url")
+    async with SQLDriver(url, clock=clock, ttl=1) as driver:
+        await driver.set_item("old", 1)
+        clock.advance(2)
+        runner = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, url, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(runner.communicate(), 60)
+        assert out.decode().strip() == "held"
+        assert runner.returncode == 9
+        for _ in range(100):  # the server notices the closed socket at once, or nearly
+            if await driver.cleanup() == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert driver.last_cleanup_skipped is False
+        assert await driver.stats() == {"live": 0, "expired": 0}
 
 
 async def test_periodic_cleanup_task(url: str, clock: FakeClock) -> None:
@@ -530,10 +565,7 @@ async def test_tasks_take_turns_on_a_busy_pool(url: str, operation: str) -> None
     # A task running operations back to back must not keep the only connection to
     # itself: the asyncio queue behind the pool would hand it straight back, and the
     # other tasks would wait until it is done (or until the pool's timeout).
-    async_url = url.replace("sqlite://", "sqlite+aiosqlite://", 1).replace(
-        "postgresql://", "postgresql+asyncpg://", 1
-    )
-    engine = create_async_engine(async_url, pool_size=1, max_overflow=0)
+    engine = create_async_engine(normalize_url(url), pool_size=1, max_overflow=0)
     async with SQLDriver(engine=engine) as driver:
         await driver.set_item("k", 1)  # the one connection is open from here on
         done: list[int] = []

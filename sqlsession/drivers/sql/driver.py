@@ -40,7 +40,7 @@ from ...errors import DatabaseUnavailableError, SchemaError, SessionError
 from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
 from . import _errors
 from ._fast import give_way, pool_drained
-from .dialects import CleanupJob, ErrorKind, dialect_class
+from .dialects import CleanupJob, ErrorKind, dialect_class, key_param
 
 __all__ = ["SQLDriver", "create_driver"]
 
@@ -165,19 +165,19 @@ class SQLDriver(ExpiryMixin):
         # between databases (the upsert, locks, cleanup) comes from the dialect.
         c = t.c
         live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
-        self._get = select(c.value).where(c.key == bindparam("k"), live)
-        self._has = select(literal(1)).where(c.key == bindparam("k"), live)
+        self._get = select(c.value).where(c.key == key_param("k"), live)
+        self._has = select(literal(1)).where(c.key == key_param("k"), live)
         self._set = self._dialect.upsert()
-        self._remove = delete(t).where(c.key == bindparam("k"))
+        self._remove = delete(t).where(c.key == key_param("k"))
         self._touch = (
-            update(t).where(c.key == bindparam("k"), live).values(expires_at=bindparam("exp"))
+            update(t).where(c.key == key_param("k"), live).values(expires_at=bindparam("exp"))
         )
-        in_range = (c.key >= bindparam("low"), c.key < bindparam("high"))
+        in_range = (c.key >= key_param("low"), c.key < key_param("high"))
         self._keys_all = select(c.key).where(live).order_by(c.key)
-        self._keys_from = select(c.key).where(live, c.key >= bindparam("low")).order_by(c.key)
+        self._keys_from = select(c.key).where(live, c.key >= key_param("low")).order_by(c.key)
         self._keys_range = select(c.key).where(live, *in_range).order_by(c.key)
         self._clear_all = delete(t)
-        self._clear_from = delete(t).where(c.key >= bindparam("low"))
+        self._clear_from = delete(t).where(c.key >= key_param("low"))
         self._clear_range = delete(t).where(*in_range)
         # COUNT(CASE ...) rather than FILTER, which MySQL lacks.
         self._stats = select(
@@ -186,7 +186,7 @@ class SQLDriver(ExpiryMixin):
         ).select_from(t)
         self._merge_write = (
             update(t)
-            .where(c.key == bindparam("k"))
+            .where(c.key == key_param("k"))
             .values(value=bindparam("v"), expires_at=bindparam("exp"))
         )
         version = table(version_table_name(self.table_name), column("version_num"))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 
 from ....errors import ConfigError
-from ._base import CleanupJob, ErrorKind, SQLDialect
+from ._base import CleanupJob, ErrorKind, SQLDialect, key_param
 
-__all__ = ["CleanupJob", "ErrorKind", "SQLDialect", "dialect_class"]
+__all__ = ["CleanupJob", "ErrorKind", "SQLDialect", "dialect_class", "key_param"]
 
 
 def dialect_class(name: str) -> type[SQLDialect]:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import Table
+from sqlalchemy import BindParameter, String, Table, bindparam
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
     from .._fast import FastPath
 
-__all__ = ["CleanupJob", "ErrorKind", "SQLDialect", "delete_in_batches", "lock_id", "then"]
+__all__ = [
+    "CleanupJob",
+    "ErrorKind",
+    "SQLDialect",
+    "delete_in_batches",
+    "key_param",
+    "lock_id",
+    "then",
+]
 
 
 class ErrorKind(enum.Enum):
@@ -51,6 +59,15 @@ class CleanupJob:
 
     batch_size: int
     now_ms: Callable[[], int]
+
+
+def key_param(name: str) -> BindParameter[str]:
+    """A bind parameter for a session key, sent as the str it is.
+
+    Typed as a plain string rather than as the key column, so a column of bytes
+    (MySQL's VARBINARY) compares with the UTF-8 text the database driver sends.
+    """
+    return bindparam(name, type_=String())
 
 
 def lock_id(purpose: str, table: str, schema: str | None) -> bytes:

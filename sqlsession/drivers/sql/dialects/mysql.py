@@ -14,6 +14,7 @@ interpolates the parameters on the client, as it does under SQLAlchemy.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
 from .._fast import FastPath
-from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, lock_id, then
+from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, key_param, lock_id, then
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -81,10 +82,10 @@ class Dialect(SQLDialect):
         # and holds it. A locking read alone would take no lock on a missing key at
         # READ COMMITTED, and two merges of a new key would then overwrite each other.
         self._claim = self._insert.values(
-            key=bindparam("k"), value="{}", expires_at=None
+            key=key_param("k"), value="{}", expires_at=None
         ).on_duplicate_key_update(key=literal_column("VALUES(`key`)"))
         self._read_locked = (
-            select(c.value, c.expires_at).where(c.key == bindparam("k")).with_for_update()
+            select(c.value, c.expires_at).where(c.key == key_param("k")).with_for_update()
         )
         name = mysql.dialect().identifier_preparer.format_table(table)
         # No ORDER BY: the expires_at index hands the expired rows over in its own order.
@@ -111,7 +112,7 @@ class Dialect(SQLDialect):
     def upsert(self) -> Insert:
         # VALUES(col), not the row alias of MySQL 8.0.19+: MariaDB has no alias.
         return self._insert.values(
-            key=bindparam("k"), value=bindparam("v"), expires_at=bindparam("exp")
+            key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
         ).on_duplicate_key_update(
             value=literal_column("VALUES(value)"), expires_at=literal_column("VALUES(expires_at)")
         )
@@ -169,6 +170,11 @@ class Dialect(SQLDialect):
     ) -> Iterator[None]:
         # A named lock, not a transaction: each DDL statement commits on its own.
         name = "sqlsession.migrate." + lock_id("migrate", table, schema).hex()
+        # MySQL names every primary key PRIMARY and warns about the names alembic and
+        # the migration give theirs; asyncmy logs each warning, which says nothing
+        # useful to someone running `sqlsession migrate`.
+        asyncmy_log = logging.getLogger("asyncmy")
+        asyncmy_log.addFilter(_primary_key_names)
         got = connection.scalar(
             text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": _MIGRATION_LOCK_WAIT_S}
         )
@@ -178,6 +184,11 @@ class Dialect(SQLDialect):
             yield
         finally:
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            asyncmy_log.removeFilter(_primary_key_names)
+
+
+def _primary_key_names(record: logging.LogRecord) -> bool:
+    return "ignored for PRIMARY key" not in record.getMessage()
 
 
 class _AsyncmyFastPath(FastPath):

@@ -20,7 +20,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from .._fast import FastPath
-from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, lock_id, then
+from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, key_param, lock_id, then
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -51,7 +51,7 @@ class Dialect(SQLDialect):
         )
         # merge_item: lock (or create) the row and read what it holds, in one statement.
         self._lock_row = (
-            self._insert.values(key=bindparam("k"), value="{}", expires_at=None)
+            self._insert.values(key=key_param("k"), value="{}", expires_at=None)
             .on_conflict_do_update(index_elements=[c.key], set_={"key": self._insert.excluded.key})
             .returning(c.value, c.expires_at)
         )
@@ -116,7 +116,7 @@ class Dialect(SQLDialect):
     def upsert(self) -> Insert:
         insert = self._insert
         return insert.values(
-            key=bindparam("k"), value=bindparam("v"), expires_at=bindparam("exp")
+            key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
         ).on_conflict_do_update(
             index_elements=[self.table.c.key],
             set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},

@@ -24,7 +24,7 @@ from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from ....errors import ConfigError
 from .._fast import FastPath
-from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, then
+from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, key_param, then
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -53,7 +53,7 @@ class Dialect(SQLDialect):
         super().__init__(table)
         c = table.c
         self._insert = sqlite.insert(table)
-        self._read = select(c.value, c.expires_at).where(c.key == bindparam("k"))
+        self._read = select(c.value, c.expires_at).where(c.key == key_param("k"))
         expired = c.expires_at <= bindparam("now")
         # Rows are picked by rowid, so the DELETE fetches each one directly instead of
         # probing the key index again.
@@ -109,7 +109,7 @@ class Dialect(SQLDialect):
     def upsert(self) -> Insert:
         insert = self._insert
         return insert.values(
-            key=bindparam("k"), value=bindparam("v"), expires_at=bindparam("exp")
+            key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
         ).on_conflict_do_update(
             index_elements=[self.table.c.key],
             set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},
