@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -258,7 +259,8 @@ async def test_cleanup_says_another_cleanup_is_running(tmp_path: Path) -> None:
         migrate = await asyncio.create_subprocess_exec(str(BIN / "sqlsession"), "migrate", *args)
         assert await migrate.wait() == 0
         # Hold the advisory lock a running cleanup of this table would hold.
-        lock_key = SQLDriver(url, table=table)._dialect._lock_key
+        dialect: Any = SQLDriver(url, table=table)._dialect
+        lock_key = dialect._lock_key
         async with engine.connect() as holder:
             await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_key})
             cleanup = await asyncio.create_subprocess_exec(
@@ -390,6 +392,9 @@ def test_help_and_version_exit_0(cli: Cli, args: list[str]) -> None:
         (["get", "k", "--url", "sqlite:sessions.db"], ["Database URL must look like"]),
         (["get", "k", "--url", "sqlite://sessions.db"], ["three slashes"]),
         (["stats", "--url", UNREACHABLE], ["Cannot reach", "127.0.0.1:1"]),
+        (["stats", "--url", "mysql://root@127.0.0.1:1/x"], ["Cannot reach", "127.0.0.1:1"]),
+        (["migrate", "--url", "mysql://root@127.0.0.1:1/x"], ["Cannot reach", "127.0.0.1:1"]),
+        (["stats", "--url", "mysql://root@127.0.0.1/x", "--schema", "s"], ["PostgreSQL option"]),
         (["migrate", "--url", UNREACHABLE], ["Cannot reach", "127.0.0.1:1"]),
         (["cleanup", "--url", UNREACHABLE], ["Cannot reach"]),
         (["stats", "--url", "sqlite:///absent.db"], ["does not exist", "sqlsession migrate"]),
@@ -410,8 +415,9 @@ def test_a_missing_table_exits_3_and_says_to_migrate(cli: Cli, db: Db) -> None:
         one_line_error(result, "sqlsession migrate", f"--table {db.table}_x")
 
 
-def test_password_is_hidden_in_errors(cli: Cli) -> None:
-    result = cli("stats", "--url", "postgresql://app:s3cret@127.0.0.1:1/app")
+@pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
+def test_password_is_hidden_in_errors(cli: Cli, scheme: str) -> None:
+    result = cli("stats", "--url", f"{scheme}://app:s3cret@127.0.0.1:1/app")
     one_line_error(result, "app:***@127.0.0.1:1")
     assert "s3cret" not in result.err
 

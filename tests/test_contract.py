@@ -111,6 +111,18 @@ async def test_keys_of_every_allowed_shape(driver: Any) -> None:
     assert await driver.get_keys() == sorted(keys)
 
 
+async def test_keys_are_compared_exactly_and_ordered_by_code_point(driver: Any) -> None:
+    # Case, trailing spaces and Unicode normalisation all make different keys, on every
+    # backend (a case-insensitive or PAD SPACE collation would merge some of these).
+    keys = ["a", "A", "a ", "é", "e\u0301", "\U0001f600", "\uffff", "z", "Z"]
+    for i, key in enumerate(keys):
+        await driver.set_item(key, i)
+    for i, key in enumerate(keys):
+        assert await driver.get_item(key) == i
+    assert await driver.get_keys() == sorted(keys)  # Python orders str by code point
+    assert await driver.get_keys("a") == ["a", "a "]
+
+
 async def test_get_keys_and_clear_by_prefix(driver: Any) -> None:
     for key in ["user:1", "user:2", "user_3", "user%4", "userX", "cart:1", "usex"]:
         await driver.set_item(key, key)

@@ -1,4 +1,6 @@
-"""The raw-driver fast path: dropped connections, statement caching, SQLite concurrency."""
+"""The raw-driver fast path: dropped connections, statement caching, SQLite concurrency.
+
+Runs on PostgreSQL (asyncpg), MySQL/MariaDB (asyncmy) and SQLite (aiosqlite)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from sqlsession.drivers.sql import SQLDriver
 from sqlsession.drivers.sql._greenlet import GreenletRunner
 from sqlsession.errors import SchemaError
 
-from .conftest import admin_sql
+from .conftest import admin_mysql, admin_sql
 
 
 async def _backend_pids(driver: SQLDriver) -> list[int]:
@@ -44,6 +46,27 @@ async def test_a_terminated_backend_costs_one_retry_not_an_error(postgres_url: s
         assert await driver.get_item("k") is None
 
 
+async def test_a_killed_mysql_connection_costs_one_retry_not_an_error(mysql_url: str) -> None:
+    async with SQLDriver(mysql_url, pool_size=2) as driver:
+        await driver.set_item("k", {"v": 1})
+        assert driver._fast is not None  # the operations below go through it
+        pool = driver.engine.sync_engine.pool
+        ids = []
+        for _ in range(pool.checkedin()):  # type: ignore[attr-defined]  # a QueuePool
+            async with driver.engine.connect() as conn:
+                raw: Any = (await conn.get_raw_connection()).driver_connection
+                ids.append(raw.thread_id())
+        assert ids
+        admin_mysql(mysql_url, *(f"KILL {thread}" for thread in ids))
+        # Every pooled connection is dead; each operation still succeeds.
+        assert await driver.get_item("k") == {"v": 1}
+        await driver.set_item("k", {"v": 2})
+        assert await driver.get_item("k") == {"v": 2}
+        assert await driver.touch("k", ttl=60)
+        await driver.remove_item("k")
+        assert await driver.get_item("k") is None
+
+
 @pytest.mark.postgres
 async def test_statements_are_prepared_once_per_connection(postgres_url: str) -> None:
     async with SQLDriver(postgres_url, pool_size=1) as driver:
@@ -61,9 +84,14 @@ async def test_statements_are_prepared_once_per_connection(postgres_url: str) ->
         assert sum(s.startswith("INSERT INTO sqlsession") for s in prepared) == 1
 
 
-@pytest.mark.postgres
-async def test_a_missing_table_is_a_schema_error_on_the_fast_path(postgres_url: str) -> None:
-    async with SQLDriver(postgres_url, table="fastpath_gone") as driver:
+@pytest.mark.parametrize("backend", ["postgres", "mysql"])
+async def test_a_missing_table_is_a_schema_error_on_the_fast_path(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    async with SQLDriver(
+        request.getfixturevalue(f"{backend}_url"), table="fastpath_gone"
+    ) as driver:
+        assert driver._fast is not None
         driver._ready = True  # skip the first-use check: the statement itself must fail
         with pytest.raises(SchemaError, match="fastpath_gone"):
             await driver.get_item("k")

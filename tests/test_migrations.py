@@ -394,7 +394,7 @@ def test_the_migrated_table_is_the_drivers_table(schema_db: Db) -> None:
     if db.kind == "mysql":
         # Keys compared byte for byte (a _bin collation ignores trailing spaces on
         # MariaDB), values of any size and with emoji.
-        columns = run_sql(
+        columns: dict[str, str] = run_sql(
             db.url,
             lambda c: dict(
                 c.execute(

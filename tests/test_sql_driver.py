@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlsession import (
     ConfigError,
     DatabaseUnavailableError,
     SchemaError,
+    StorageError,
     load_driver,
     session_drivers,
 )
@@ -27,7 +29,33 @@ from sqlsession._url import normalize_url
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.drivers.sql.dialects import CleanupJob
 
-from .conftest import SQL_BACKENDS, FakeClock, admin_sql, migrate, postgres_base_url
+from .conftest import (
+    SQL_BACKENDS,
+    FakeClock,
+    admin_sql,
+    migrate,
+    mysql_base_url,
+    postgres_base_url,
+)
+
+
+def dialect_of(driver: SQLDriver) -> Any:
+    """The driver's dialect object, for tests of a database's own mechanics."""
+    return driver._dialect
+
+
+@dataclass
+class CleanupLock:
+    """The statements that take and release a table's cleanup lock."""
+
+    try_lock: Any
+    unlock: Any
+
+
+def lock_of(driver: SQLDriver) -> CleanupLock:
+    """The cleanup lock of PostgreSQL (advisory) or MySQL (named), as the dialect takes it."""
+    dialect = dialect_of(driver)
+    return CleanupLock(dialect._try_lock, dialect._unlock)
 
 
 @pytest.fixture(params=SQL_BACKENDS)
@@ -181,6 +209,38 @@ async def test_unreachable_postgres(unreachable: str) -> None:
     async with SQLDriver(unreachable) as driver:
         with pytest.raises(DatabaseUnavailableError, match="Cannot reach"):
             await driver.set_item("k", 1)
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        "mysql://root@127.0.0.1:1/test",  # nothing listening
+        "mysql://nobody:s3cret@127.0.0.1:3306/test",  # no such user
+        "mysql://root@127.0.0.1:3306/sqlsession_no_such_database",
+    ],
+)
+async def test_unreachable_mysql(unreachable: str) -> None:
+    mysql_base_url()
+    async with SQLDriver(unreachable) as driver:
+        with pytest.raises(DatabaseUnavailableError, match="Cannot reach") as info:
+            await driver.set_item("k", 1)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_a_mysql_lock_wait_timeout_is_a_storage_error(mysql_url: str) -> None:
+    async with SQLDriver(mysql_url, pool_size=1) as driver:
+        await driver.set_item("k", 1)
+        # The driver's only connection gives up on a lock after one second.
+        async with driver.engine.connect() as conn:
+            await conn.execute(text("SET SESSION innodb_lock_wait_timeout = 1"))
+        async with SQLDriver(mysql_url, pool_size=1) as holder, holder.engine.connect() as other:
+            await other.execute(text("SET SESSION autocommit = 0"))
+            await other.execute(text("SELECT * FROM sqlsession WHERE `key` = 'k' FOR UPDATE"))
+            for write in (driver.set_item("k", 2), driver.merge_item("k", {"a": 1})):
+                with pytest.raises(StorageError, match="gave up waiting for a lock"):
+                    await write
+            await other.execute(text("ROLLBACK"))
+        assert await driver.get_item("k") == 1  # nothing was written
 
 
 async def test_sqlite_in_a_missing_directory(tmp_path: Path) -> None:
@@ -408,10 +468,10 @@ async def test_one_cleanup_at_a_time(
         # Another process holding the table's cleanup lock, taken as a cleanup takes it
         # (PostgreSQL's advisory lock, MySQL's named lock), on a connection of its own.
         async with other.engine.connect() as holder:
-            assert await holder.scalar(other._dialect._try_lock)
+            assert await holder.scalar(lock_of(other).try_lock)
             assert await driver.cleanup() == 0
             assert driver.last_cleanup_skipped is True
-            await holder.execute(other._dialect._unlock)
+            await holder.execute(lock_of(other).unlock)
         assert await driver.cleanup() == 1
         assert driver.last_cleanup_skipped is False
 
@@ -543,7 +603,7 @@ async def test_postgres_cleanup_sweeps_only_a_mostly_expired_table(
             "ANALYZE sqlsession",
         )
         async with driver.engine.connect() as conn:
-            assert await driver._dialect._mostly_expired(conn, job) is False
+            assert await dialect_of(driver)._mostly_expired(conn, job) is False
         assert await driver.cleanup() == 30
 
         admin_sql(
@@ -553,7 +613,7 @@ async def test_postgres_cleanup_sweeps_only_a_mostly_expired_table(
         )
         live = await driver.stats()
         async with driver.engine.connect() as conn:
-            assert await driver._dialect._mostly_expired(conn, job) is True
+            assert await dialect_of(driver)._mostly_expired(conn, job) is True
         assert await driver.cleanup() == live["expired"]
         assert await driver.stats() == {"live": live["live"], "expired": 0}
         assert await driver.get_item("live19") == 1
