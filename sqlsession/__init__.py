@@ -5,7 +5,16 @@ aiosqlite (those load with the SQL driver's runtime half).
 """
 
 from .config import SessionDriverConfig, session_drivers
-from .driver import SessionDriver
+from .driver import (
+    SessionDriver,
+    SupportsCleanup,
+    SupportsClear,
+    SupportsDispose,
+    SupportsExpiry,
+    SupportsHasItem,
+    SupportsKeys,
+    SupportsMerge,
+)
 from .errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -32,6 +41,13 @@ __all__ = [
     "SessionDriverConfig",
     "SessionError",
     "StorageError",
+    "SupportsCleanup",
+    "SupportsClear",
+    "SupportsDispose",
+    "SupportsExpiry",
+    "SupportsHasItem",
+    "SupportsKeys",
+    "SupportsMerge",
     "ValueNotSerializableError",
     "__version__",
     "load_driver",
