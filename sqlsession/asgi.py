@@ -27,6 +27,7 @@ from typing import Any
 
 from ._cookies import CookiePolicy
 from .config import SessionDriverConfig
+from .driver import SessionDriver, SupportsDispose
 from .loader import load_driver
 from .session import DEFAULT_MAX_AGE, Clock, CookieChange, Session, SessionStore
 
@@ -93,9 +94,7 @@ class SessionMiddleware:
             same_site=same_site,
             https_only=https_only,
         )
-        if not isinstance(driver, SessionDriverConfig) and not all(
-            callable(getattr(driver, m, None)) for m in ("get_item", "set_item", "remove_item")
-        ):
+        if not isinstance(driver, SessionDriverConfig | SessionDriver):
             raise TypeError(
                 "SessionMiddleware(driver=...) takes a SessionDriverConfig (for example "
                 "session_drivers.sql()) or a driver object with get_item, set_item and "
@@ -111,7 +110,9 @@ class SessionMiddleware:
         probe = SessionStore(_NullDriver(), **self._options)
         self.max_age, self.idle_timeout = probe.max_age, probe.idle_timeout
         self._store: SessionStore | None = (
-            None if self._config is not None else SessionStore(driver, **self._options)
+            None
+            if isinstance(driver, SessionDriverConfig)
+            else SessionStore(driver, **self._options)
         )
 
     def _get_store(self) -> SessionStore:
@@ -126,9 +127,8 @@ class SessionMiddleware:
         if self._config is None or self._store is None:
             return  # a driver we were handed is its owner's to dispose
         store, self._store = self._store, None
-        dispose = getattr(store.driver, "dispose", None)
-        if dispose is not None:
-            await dispose()
+        if isinstance(store.driver, SupportsDispose):
+            await store.driver.dispose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -27,7 +27,6 @@ writes: it counts from ``created``, which no request moves. A changed session co
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import secrets
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _codec, _session_ids, _validate
+from .driver import SessionDriver, SupportsExpiry, SupportsMerge
 from .errors import SessionError, ValueNotSerializableError
 
 __all__ = ["DEFAULT_MAX_AGE", "CookieChange", "Session", "SessionStore", "end_user_sessions"]
@@ -263,20 +263,13 @@ class CookieChange:
     max_age: float | None = None
 
 
-def _accepts_ttl(method: Any) -> bool:
-    try:
-        params = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "ttl" or p.kind is p.VAR_KEYWORD for p in params)
-
-
 class SessionStore:
     """Loads sessions from a driver and commits their changes; framework-agnostic.
 
     Args:
-        driver: any `SessionDriver`. ``merge_item`` (atomic merge) and a ``ttl``
-            keyword on ``set_item`` are used when the driver has them.
+        driver: any `SessionDriver`. Atomic commits need `SupportsMerge`; rows expire
+            with the session only on a `SupportsExpiry` driver (without it, expired
+            sessions are refused on load and their rows left to the driver).
         max_age: absolute lifetime in seconds, counted from creation; no activity
             extends it (None: no absolute limit).
         idle_timeout: the session ends after this many seconds without a request
@@ -291,7 +284,7 @@ class SessionStore:
 
     def __init__(
         self,
-        driver: Any,
+        driver: SessionDriver,
         *,
         max_age: float | None = DEFAULT_MAX_AGE,
         idle_timeout: float | None = None,
@@ -301,10 +294,9 @@ class SessionStore:
         self.max_age = _validate.check_ttl(max_age, what="max_age")
         self.idle_timeout = _validate.check_ttl(idle_timeout, what="idle_timeout")
         self._clock: Clock = clock if clock is not None else time.time
-        self._set_ttl = _accepts_ttl(driver.set_item)
-        merge = getattr(driver, "merge_item", None)
-        self._merge = merge if callable(merge) else None
-        self._merge_ttl = self._merge is not None and _accepts_ttl(self._merge)
+        # Which optional capabilities to use is decided once, not per request.
+        self._expiry = isinstance(driver, SupportsExpiry)
+        self._merge = driver if isinstance(driver, SupportsMerge) else None
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
@@ -392,10 +384,10 @@ class SessionStore:
             deadlines.append(now_ms + self.idle_timeout * 1000)
         return None if not deadlines else (min(deadlines) - now_ms) / 1000
 
-    def _ttl_kwargs(self, ttl: float | None, *, merge: bool = False) -> dict[str, Any]:
-        # No deadline: leave the row to the driver's own default ttl.
-        supported = self._merge_ttl if merge else self._set_ttl
-        return {"ttl": ttl} if ttl is not None and supported else {}
+    def _ttl_kwargs(self, ttl: float | None) -> dict[str, Any]:
+        # No deadline: leave the row to the driver's own default ttl. A driver without
+        # touch is never passed ttl= (the rule of SupportsExpiry).
+        return {"ttl": ttl} if ttl is not None and self._expiry else {}
 
     async def commit(self, session: Session) -> CookieChange | None:
         """Write what changed in `session`; return what to do with the cookie (None: nothing).
@@ -410,7 +402,7 @@ class SessionStore:
             # bound to an older token can never match again.
             value = {"g": secrets.token_urlsafe(16)}
             # No expiry: were it to vanish, sessions bound before it would match again.
-            ttl = {"ttl": None} if self._set_ttl else {}
+            ttl = {"ttl": None} if self._expiry else {}
             await self.driver.set_item(session._revoke, value, **ttl)
             session._revoke = None
         if session._bind is not None:
@@ -495,9 +487,7 @@ class SessionStore:
         changes["seen"] = now
         removals = sorted(_KEY + n for n in deleted)
         if self._merge is not None:
-            await self._merge(
-                key, set=changes, delete=removals, **self._ttl_kwargs(ttl, merge=True)
-            )
+            await self._merge.merge_item(key, set=changes, delete=removals, **self._ttl_kwargs(ttl))
         else:
             current = await self.driver.get_item(key)
             if not isinstance(current, dict):
@@ -556,7 +546,7 @@ def _parse(raw: Any) -> dict[str, Any] | None:
     return {"created": raw["created"], "seen": raw["seen"], "user": user, "entries": entries}
 
 
-async def end_user_sessions(driver: Any, user_id: str) -> None:
+async def end_user_sessions(driver: SessionDriver, user_id: str) -> None:
     """End every session bound to `user_id` with `Session.bind_user`, outside a request.
 
     For an admin tool or a password-reset handler. Sessions are invalidated, not deleted:
@@ -571,7 +561,7 @@ async def end_user_sessions(driver: Any, user_id: str) -> None:
     """
     if type(user_id) is not str or not user_id:
         raise TypeError(f"user_id must be a non-empty str, got {user_id!r}.")
-    kwargs = {"ttl": None} if _accepts_ttl(driver.set_item) else {}
+    kwargs = {"ttl": None} if isinstance(driver, SupportsExpiry) else {}
     await driver.set_item(
         _session_ids.user_key(user_id), {"g": secrets.token_urlsafe(16)}, **kwargs
     )

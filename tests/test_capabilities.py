@@ -22,6 +22,8 @@ from sqlsession import (
 )
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
+from sqlsession.session import SessionStore, end_user_sessions
+from tests.conftest import FakeClock
 
 CAPABILITIES: list[type] = [
     SupportsCleanup,
@@ -118,3 +120,96 @@ async def test_open_driver_disposes_only_what_can_be_disposed(
     )
     async with open_driver(SessionDriverConfig(entrypoint=runtime)) as plain:
         assert not isinstance(plain, SupportsDispose)
+
+
+# -- what the session store makes of them ---------------------------------------------------
+
+
+class KeywordRecording(Minimal):
+    """Takes keywords on set_item without being expiry-capable (no touch): records them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[dict[str, Any]] = []
+
+    async def set_item(self, key: str, value: Any, **options: Any) -> None:
+        self.options.append(options)
+        await super().set_item(key, value)
+
+
+class MergeRecording(KeywordRecording):
+    """Atomic merge without expiry: merge_item is used, and passed no ttl."""
+
+    async def merge_item(
+        self, key: str, set: Any = None, delete: Any = (), **options: Any
+    ) -> dict[str, Any]:
+        self.calls.append("merge_item")
+        self.options.append(options)
+        current = dict(self.items.get(key) or {})
+        for name in delete:
+            current.pop(name, None)
+        current.update(set or {})
+        self.items[key] = current
+        return current
+
+
+class ExpiryRecording(KeywordRecording):
+    """Expiry without merge: set_item is passed the session's ttl."""
+
+    async def touch(self, key: str, ttl: Any = None) -> bool:
+        return key in self.items
+
+
+async def change_twice(store: SessionStore) -> str:
+    """Start a session, then change it in a second request; return its id."""
+    session = await store.load([])
+    session["user"] = "ada"
+    change = await store.commit(session)
+    assert change is not None
+    assert change.session_id is not None
+    session = await store.load([change.session_id])
+    session["cart"] = [1]
+    await store.commit(session)
+    return change.session_id
+
+
+async def test_a_minimal_driver_gets_a_re_read_and_set_item_without_ttl(
+    clock: FakeClock,
+) -> None:
+    driver = Minimal()  # a ttl keyword would raise TypeError in its set_item
+    store = SessionStore(driver, max_age=60, clock=clock)
+    sid = await change_twice(store)
+    # The first commit is one set_item; the change is a re-read and a set_item.
+    assert driver.calls == ["set_item", "get_item", "get_item", "set_item"]
+    assert dict(await store.load([sid])) == {"user": "ada", "cart": [1]}
+
+
+async def test_a_driver_without_touch_is_never_passed_ttl(clock: FakeClock) -> None:
+    driver = KeywordRecording()
+    store = SessionStore(driver, max_age=60, clock=clock)
+    sid = await change_twice(store)
+    session = await store.load([sid])
+    session.bind_user("ada")
+    session.sign_out_everywhere()
+    await store.commit(session)
+    await end_user_sessions(driver, "ada")
+    assert len(driver.options) == 4
+    assert driver.options == [{}] * 4
+
+
+async def test_merge_without_expiry_is_used_without_ttl(clock: FakeClock) -> None:
+    driver = MergeRecording()
+    store = SessionStore(driver, max_age=60, clock=clock)
+    sid = await change_twice(store)
+    assert driver.calls == ["set_item", "get_item", "merge_item"]
+    assert driver.options == [{}, {}]
+    assert dict(await store.load([sid])) == {"user": "ada", "cart": [1]}
+
+
+async def test_an_expiry_capable_driver_is_passed_the_sessions_ttl(clock: FakeClock) -> None:
+    driver = ExpiryRecording()
+    store = SessionStore(driver, max_age=60, clock=clock)
+    await change_twice(store)
+    # Not merge-capable: the change is a re-read and a set_item, both with the row's ttl.
+    assert driver.calls == ["set_item", "get_item", "get_item", "set_item"]
+    assert driver.options == [{"ttl": 60.0}, {"ttl": 60.0}]

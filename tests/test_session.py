@@ -38,6 +38,12 @@ class Recording:
         self.calls.append("remove_item")
         await self.inner.remove_item(key)
 
+    async def touch(self, key: str, ttl: Any = None) -> bool:
+        # Present, as on the wrapped driver, so that set_item is passed its ttl.
+        self.calls.append("touch")
+        result: bool = await self.inner.touch(key, ttl)
+        return result
+
     async def _merge_item(
         self, key: str, set: Any = None, delete: Any = (), *, ttl: Any = None
     ) -> dict[str, Any]:
