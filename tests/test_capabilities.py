@@ -22,7 +22,7 @@ from sqlsession import (
 )
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
-from sqlsession.session import SessionStore, end_user_sessions
+from sqlsession.web import SessionStore, end_user_sessions
 from tests.conftest import FakeClock
 
 CAPABILITIES: list[type] = [

@@ -25,11 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..config import SessionDriverConfig
+from ..driver import SessionDriver, SupportsDispose
+from ..loader import load_driver
 from ._cookies import CookiePolicy
-from .config import SessionDriverConfig
-from .driver import SessionDriver, SupportsDispose
-from .loader import load_driver
-from .session import DEFAULT_MAX_AGE, Clock, CookieChange, Session, SessionStore
+from .session import Clock, Session
+from .store import DEFAULT_MAX_AGE, CookieChange, SessionStore
 
 __all__ = ["SessionMiddleware", "get_session"]
 
@@ -184,7 +185,7 @@ class SessionMiddleware:
                     failed = True
                     await _send_error(send)
                     return
-                if change is not None or session._accessed:
+                if change is not None or session.accessed:
                     headers = list(message.get("headers", []))
                     if change is not None:
                         headers.append((b"set-cookie", self._set_cookie(change)))
@@ -263,6 +264,9 @@ def get_session(request: Any) -> Session:
     Args:
         request: a Starlette/FastAPI ``Request`` or ``WebSocket``, or an ASGI scope.
 
+    Returns:
+        The session `SessionMiddleware` put in the request's scope.
+
     Raises:
         LookupError: `SessionMiddleware` is not installed around the app.
     """
@@ -271,6 +275,6 @@ def get_session(request: Any) -> Session:
     if not isinstance(session, Session):
         raise LookupError(
             "No sqlsession Session in this request: add "
-            "sqlsession.asgi.SessionMiddleware to the app."
+            "sqlsession.web.SessionMiddleware to the app."
         )
     return session
