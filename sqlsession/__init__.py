@@ -1,7 +1,8 @@
 """Server-side web sessions stored in SQL, with Astro-style session drivers.
 
 The public API is re-exported here; importing it does not import SQLAlchemy, asyncpg or
-aiosqlite (those load with the SQL driver's runtime half).
+aiosqlite (those load with the SQL driver's runtime half). The web layer (`Session`, the
+ASGI `SessionMiddleware`) is `sqlsession.web`.
 """
 
 from .config import SessionDriverConfig, session_drivers
