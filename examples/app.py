@@ -26,8 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from sqlsession import session_drivers
-from sqlsession.asgi import SessionMiddleware, get_session
-from sqlsession.session import DEFAULT_MAX_AGE, Clock
+from sqlsession.web import DEFAULT_MAX_AGE, Clock, SessionMiddleware, get_session
 
 
 async def form(request: Request) -> dict[str, str]:

@@ -1,11 +1,21 @@
 """Server-side web sessions stored in SQL, with Astro-style session drivers.
 
 The public API is re-exported here; importing it does not import SQLAlchemy, asyncpg or
-aiosqlite (those load with the SQL driver's runtime half).
+aiosqlite (those load with the SQL driver's runtime half). The web layer (`Session`, the
+ASGI `SessionMiddleware`) is `sqlsession.web`.
 """
 
 from .config import SessionDriverConfig, session_drivers
-from .driver import SessionDriver
+from .driver import (
+    SessionDriver,
+    SupportsCleanup,
+    SupportsClear,
+    SupportsDispose,
+    SupportsExpiry,
+    SupportsHasItem,
+    SupportsKeys,
+    SupportsMerge,
+)
 from .errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -32,6 +42,13 @@ __all__ = [
     "SessionDriverConfig",
     "SessionError",
     "StorageError",
+    "SupportsCleanup",
+    "SupportsClear",
+    "SupportsDispose",
+    "SupportsExpiry",
+    "SupportsHasItem",
+    "SupportsKeys",
+    "SupportsMerge",
     "ValueNotSerializableError",
     "__version__",
     "load_driver",

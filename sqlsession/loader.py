@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .config import SessionDriverConfig
-from .driver import SessionDriver
+from .driver import SessionDriver, SupportsDispose
 from .errors import DriverLoadError, SessionError
 
 __all__ = ["load_driver", "open_driver"]
@@ -67,9 +67,8 @@ async def open_driver(cfg: SessionDriverConfig) -> AsyncIterator[SessionDriver]:
     try:
         yield driver
     finally:
-        dispose = getattr(driver, "dispose", None)
-        if dispose is not None:
-            await dispose()
+        if isinstance(driver, SupportsDispose):
+            await driver.dispose()
 
 
 def _resolve(entrypoint: str | os.PathLike[str]) -> tuple[Callable[..., Any], str]:

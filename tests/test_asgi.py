@@ -18,9 +18,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from sqlsession import ConfigError, InvalidTTLError, SessionError, session_drivers
-from sqlsession.asgi import Receive, Scope, Send, SessionMiddleware, get_session
 from sqlsession.drivers.memory import MemoryDriver
-from sqlsession.session import Session
+from sqlsession.web import Session, SessionMiddleware, get_session
+from sqlsession.web.asgi import Receive, Scope, Send
 from tests.conftest import FakeClock
 from tests.test_session import Recording, storage_key
 

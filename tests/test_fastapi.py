@@ -7,8 +7,7 @@ from typing import Annotated, Any
 import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 
-from sqlsession.asgi import SessionMiddleware, get_session
-from sqlsession.session import Session
+from sqlsession.web import Session, SessionMiddleware, get_session
 from tests.conftest import FakeClock
 
 

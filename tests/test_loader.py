@@ -124,11 +124,12 @@ def test_builtin_configs_are_json() -> None:
         assert json.loads(json.dumps(cfg.config)) == cfg.config
 
 
-def test_importing_the_config_half_is_light() -> None:
+def test_importing_the_config_half_and_the_web_layer_is_light() -> None:
     script = textwrap.dedent(
         """
         import sys
         import sqlsession
+        import sqlsession.web
         from sqlsession import session_drivers, SessionDriverConfig
         session_drivers.sql(url="postgresql://app@db/app", ttl=3600)
         session_drivers.memory(max=10)

@@ -13,7 +13,7 @@ import pytest
 from sqlsession import InvalidTTLError, SessionError, ValueNotSerializableError
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
-from sqlsession.session import CookieChange, Session, SessionStore, end_user_sessions
+from sqlsession.web import CookieChange, Session, SessionStore, end_user_sessions
 from tests.conftest import FakeClock
 
 
@@ -37,6 +37,12 @@ class Recording:
     async def remove_item(self, key: str) -> None:
         self.calls.append("remove_item")
         await self.inner.remove_item(key)
+
+    async def touch(self, key: str, ttl: Any = None) -> bool:
+        # Present, as on the wrapped driver, so that set_item is passed its ttl.
+        self.calls.append("touch")
+        result: bool = await self.inner.touch(key, ttl)
+        return result
 
     async def _merge_item(
         self, key: str, set: Any = None, delete: Any = (), *, ttl: Any = None
@@ -526,3 +532,69 @@ def test_timeouts_are_validated() -> None:
         SessionStore(MemoryDriver(), max_age=0)
     with pytest.raises(InvalidTTLError, match="idle_timeout"):
         SessionStore(MemoryDriver(), idle_timeout=-1)
+
+
+# -- what integrations may ask: accessed and modified -------------------------------------
+
+
+async def test_accessed_says_whether_the_app_looked(driver: Any, clock: FakeClock) -> None:
+    store = SessionStore(driver, clock=clock)
+    sid = await start(store, user="ada")
+    session = await reopen(store, sid)
+    repr(session)
+    assert not session.accessed  # neither asking nor a repr counts
+    assert "user" in session
+    assert session.accessed
+    for look in (lambda s: s.get("x"), lambda s: list(s), lambda s: s.session_id):
+        session = await reopen(store, sid)
+        look(session)
+        assert session.accessed
+
+
+async def test_modified_says_whether_the_app_changed_it(driver: Any, clock: FakeClock) -> None:
+    store = SessionStore(driver, clock=clock)
+    sid = await start(store, user="ada", cart=[1])
+    session = await reopen(store, sid)
+    assert session["user"] == "ada"
+    assert not session.modified  # reading is not changing
+    session["user"] = "ada"
+    assert session.modified  # even when the value is the same ...
+    assert await store.commit(session) is None  # ... and nothing is written
+    assert not session.modified
+    changes: list[Any] = [
+        lambda s: s.set("flash", "hi", ttl=5),
+        lambda s: s.pop("cart"),
+        lambda s: s.clear(),
+        lambda s: s.regenerate(),
+        lambda s: s.destroy(),
+        lambda s: s.bind_user("ada"),
+    ]
+    for change in changes:
+        session = await reopen(store, sid)
+        change(session)
+        assert session.modified
+    assert not (await reopen(store, sid)).modified
+
+
+async def test_ids_and_values_stay_out_of_reprs(driver: Any, clock: FakeClock) -> None:
+    from sqlsession.web import _row
+    from sqlsession.web.session import state_of
+
+    store = SessionStore(driver, clock=clock)
+    session = await store.load([])
+    session["secret"] = "hunter2"
+    change = await store.commit(session)
+    assert change is not None
+    assert change.session_id is not None
+    sid = change.session_id
+    session = await reopen(store, sid)
+    row = _row.parse(await driver.get_item(storage_key(sid)))
+    assert row is not None
+    for thing in (change, session, state_of(session), row):
+        assert sid not in repr(thing)
+        assert "hunter2" not in repr(thing)
+    with pytest.raises(TypeError) as error:
+        session.bind_user(4242)  # type: ignore[arg-type]
+    assert "4242" not in str(error.value)
+    with pytest.raises(TypeError, match="empty"):
+        await end_user_sessions(driver, "")

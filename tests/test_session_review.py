@@ -16,10 +16,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from sqlsession import ConfigError
-from sqlsession.asgi import SessionMiddleware
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
-from sqlsession.session import CookieChange, SessionStore
+from sqlsession.web import CookieChange, SessionMiddleware, SessionStore
 from tests.conftest import FakeClock
 from tests.test_asgi import Failing
 from tests.test_session import reopen, start, storage_key

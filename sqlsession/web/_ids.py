@@ -1,4 +1,7 @@
-"""Session ids: how they are made, recognised in a cookie, and turned into storage keys."""
+"""Session ids: how they are made, recognised in a cookie, and turned into storage keys.
+
+User ids (see ``Session.bind_user``) are turned into storage keys here too.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +41,17 @@ def storage_key(session_id: str) -> str:
     so the hash cannot be reversed by guessing, and it must be found by exact lookup.
     """
     return SESSION_PREFIX + _digest(session_id)
+
+
+def check_user_id(user_id: object) -> str:
+    """Return `user_id` if it is a non-empty str, else raise `TypeError`.
+
+    The message names the type, never the value: a user id has no place in a log.
+    """
+    if type(user_id) is not str or not user_id:
+        got = "an empty str" if user_id == "" else type(user_id).__name__
+        raise TypeError(f"user_id must be a non-empty str, got {got}.")
+    return user_id
 
 
 def user_key(user_id: str) -> str:

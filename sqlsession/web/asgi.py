@@ -25,10 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..config import SessionDriverConfig
+from ..driver import SessionDriver, SupportsDispose
+from ..loader import load_driver
 from ._cookies import CookiePolicy
-from .config import SessionDriverConfig
-from .loader import load_driver
-from .session import DEFAULT_MAX_AGE, Clock, CookieChange, Session, SessionStore
+from .session import Clock, Session
+from .store import DEFAULT_MAX_AGE, CookieChange, SessionStore
 
 __all__ = ["SessionMiddleware", "get_session"]
 
@@ -93,9 +95,7 @@ class SessionMiddleware:
             same_site=same_site,
             https_only=https_only,
         )
-        if not isinstance(driver, SessionDriverConfig) and not all(
-            callable(getattr(driver, m, None)) for m in ("get_item", "set_item", "remove_item")
-        ):
+        if not isinstance(driver, SessionDriverConfig | SessionDriver):
             raise TypeError(
                 "SessionMiddleware(driver=...) takes a SessionDriverConfig (for example "
                 "session_drivers.sql()) or a driver object with get_item, set_item and "
@@ -111,7 +111,9 @@ class SessionMiddleware:
         probe = SessionStore(_NullDriver(), **self._options)
         self.max_age, self.idle_timeout = probe.max_age, probe.idle_timeout
         self._store: SessionStore | None = (
-            None if self._config is not None else SessionStore(driver, **self._options)
+            None
+            if isinstance(driver, SessionDriverConfig)
+            else SessionStore(driver, **self._options)
         )
 
     def _get_store(self) -> SessionStore:
@@ -126,9 +128,8 @@ class SessionMiddleware:
         if self._config is None or self._store is None:
             return  # a driver we were handed is its owner's to dispose
         store, self._store = self._store, None
-        dispose = getattr(store.driver, "dispose", None)
-        if dispose is not None:
-            await dispose()
+        if isinstance(store.driver, SupportsDispose):
+            await store.driver.dispose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -184,7 +185,7 @@ class SessionMiddleware:
                     failed = True
                     await _send_error(send)
                     return
-                if change is not None or session._accessed:
+                if change is not None or session.accessed:
                     headers = list(message.get("headers", []))
                     if change is not None:
                         headers.append((b"set-cookie", self._set_cookie(change)))
@@ -263,6 +264,9 @@ def get_session(request: Any) -> Session:
     Args:
         request: a Starlette/FastAPI ``Request`` or ``WebSocket``, or an ASGI scope.
 
+    Returns:
+        The session `SessionMiddleware` put in the request's scope.
+
     Raises:
         LookupError: `SessionMiddleware` is not installed around the app.
     """
@@ -271,6 +275,6 @@ def get_session(request: Any) -> Session:
     if not isinstance(session, Session):
         raise LookupError(
             "No sqlsession Session in this request: add "
-            "sqlsession.asgi.SessionMiddleware to the app."
+            "sqlsession.web.SessionMiddleware to the app."
         )
     return session

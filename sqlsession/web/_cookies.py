@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # RFC 6265 section 4.1.1: a cookie-name is an RFC 2616 token, that is visible ASCII
 # without separators.

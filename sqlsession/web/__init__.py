@@ -1,0 +1,28 @@
+"""Sessions for web apps, on any driver: the `Session` mapping, the store, the ASGI middleware.
+
+For Starlette and FastAPI::
+
+    from sqlsession import session_drivers
+    from sqlsession.web import SessionMiddleware
+
+    app.add_middleware(SessionMiddleware, driver=session_drivers.sql())
+
+Another framework's integration loads and commits sessions with `SessionStore` (the
+middleware is one such integration, in `sqlsession.web.asgi`) and reads `Session.accessed`
+and `Session.modified`. Nothing here imports a web framework.
+"""
+
+from .asgi import SessionMiddleware, get_session
+from .session import Clock, Session
+from .store import DEFAULT_MAX_AGE, CookieChange, SessionStore, end_user_sessions
+
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "Clock",
+    "CookieChange",
+    "Session",
+    "SessionMiddleware",
+    "SessionStore",
+    "end_user_sessions",
+    "get_session",
+]

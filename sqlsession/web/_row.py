@@ -1,0 +1,117 @@
+"""The stored format: a session's row, and a user's generation token, as driver values.
+
+A session is one driver item under ``"s:" + sha256(id)``, a dict laid out flat so that
+an atomic ``merge_item`` can change one session key without rewriting the others::
+
+    {
+        "created": 1700000000000,          # ms since the epoch; max_age counts from here
+        "seen": 1700000100000,             # ms; last write, idle_timeout counts from here
+        "user": ["u:<sha256>", "<token>"], # optional, see Session.bind_user()
+        "k:cart": {"v": [1, 2]},           # one entry per session key ...
+        "k:flash": {"v": "hi", "e": 1700000130000},  # ... "e": per-key expiry in ms
+    }
+
+A user bound with ``bind_user`` has one item under ``"u:" + sha256(user id)``,
+``{"g": "<token>"}``: replacing the token ends every session bound to the old one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _codec
+from ..errors import ValueNotSerializableError
+
+Entry = tuple[str, "int | None"]
+"""One session key's value as JSON text, and its expiry in ms since the epoch (or None)."""
+
+_KEY = "k:"
+
+
+# No repr: the entries are the visitor's data, and reprs end up in logs.
+@dataclass(frozen=True, repr=False)
+class Row:
+    """A stored session row, parsed."""
+
+    created: int
+    seen: int
+    user: list[str] | None
+    entries: dict[str, Entry]
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def parse(raw: Any) -> Row | None:
+    """The stored session row `raw`, or None if it is not one sqlsession wrote."""
+    if not isinstance(raw, dict) or not _is_int(raw.get("created")) or not _is_int(raw.get("seen")):
+        return None
+    user = raw.get("user")
+    if user is not None and not (
+        isinstance(user, list) and len(user) == 2 and all(type(u) is str for u in user)
+    ):
+        return None
+    entries: dict[str, Entry] = {}
+    for name, entry in raw.items():
+        if not name.startswith(_KEY):
+            continue
+        if not isinstance(entry, dict) or "v" not in entry:
+            return None
+        expires = entry.get("e")
+        if expires is not None and not _is_int(expires):
+            return None
+        try:
+            text = _codec.encode(name, entry["v"])
+        except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
+            return None
+        entries[name[len(_KEY) :]] = (text, expires)
+    return Row(raw["created"], raw["seen"], user, entries)
+
+
+def _entry_value(entry: Entry) -> dict[str, Any]:
+    value: dict[str, Any] = {"v": _codec.decode(entry[0])}
+    if entry[1] is not None:
+        value["e"] = entry[1]
+    return value
+
+
+def build(
+    created: int, seen: int, user: list[str] | None, entries: Mapping[str, Entry]
+) -> dict[str, Any]:
+    """The whole row to store for a session."""
+    row: dict[str, Any] = {"created": created, "seen": seen}
+    if user is not None:
+        row["user"] = user
+    for name, entry in entries.items():
+        row[_KEY + name] = _entry_value(entry)
+    return row
+
+
+def changes(
+    seen: int, changed: Mapping[str, Entry], deleted: Iterable[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The row's items to set and the names to delete, for ``merge_item(set=, delete=)``."""
+    updates: dict[str, Any] = {_KEY + n: _entry_value(e) for n, e in changed.items()}
+    # Every write is activity: "seen" and the row's expiry always move together.
+    updates["seen"] = seen
+    return updates, sorted(_KEY + n for n in deleted)
+
+
+def new_generation() -> dict[str, Any]:
+    """A user's generation item with a fresh token.
+
+    A random token, not a counter: no read-increment race, and a session bound to an
+    older token can never match again.
+    """
+    return {"g": secrets.token_urlsafe(16)}
+
+
+def generation_token(value: Any) -> str:
+    """The token in a user's generation item ("" when there is none)."""
+    if isinstance(value, dict) and isinstance(value.get("g"), str):
+        return str(value["g"])
+    return ""

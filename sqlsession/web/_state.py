@@ -1,0 +1,74 @@
+"""What a `Session` holds: the protocol between the mapping and the store that persists it.
+
+`Session` is the app's view; it changes `entries` and records what the store must do at
+commit (`changed`, `deleted`, `discard`, `bind`, `revoke`, ...). `SessionStore` fills in
+what was loaded (`adopt`) and records what it wrote (`saved`, `updated`). Nothing else
+reads or writes a `SessionState`: the store reaches it through `session.state_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._row import Entry, Row
+
+
+# No repr: it holds the session id and the visitor's data.
+@dataclass(repr=False, eq=False)
+class SessionState:
+    """The state of one session between its load and its commit."""
+
+    id: str | None = None
+    """The id the cookie will carry."""
+    stored_id: str | None = None
+    """The id of the row this session was read from (or last written to)."""
+    created_ms: int | None = None
+    seen_ms: int | None = None
+    user: list[str] | None = None
+    """[user key, generation token] as stored."""
+    entries: dict[str, Entry] = field(default_factory=dict)
+    original: dict[str, Entry] = field(default_factory=dict)
+    """The entries as stored, to tell a change from a write of the same value."""
+    changed: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    discard: set[str] = field(default_factory=set)
+    """Storage keys to remove at commit."""
+    presented: bool = False
+    """The request carried a cookie of ours."""
+    accessed: bool = False
+    """The app read or wrote the mapping (the response varies with the cookie)."""
+    modified: bool = False
+    """The app changed the session since it was loaded or last committed."""
+    regenerated: bool = False
+    destroyed: bool = False
+    bind: str | None = None
+    """The user id to bind at commit."""
+    revoke: str | None = None
+    """The user key whose sessions end at commit."""
+
+    def adopt(self, session_id: str, row: Row) -> None:
+        """Take on the stored row of `session_id`, as loaded."""
+        self.id = self.stored_id = session_id
+        self.created_ms, self.seen_ms = row.created, row.seen
+        self.user = row.user
+        self.entries = row.entries
+        self.original = dict(row.entries)
+
+    def saved(self, created_ms: int, seen_ms: int, entries: dict[str, Entry]) -> None:
+        """The whole row was written under `id` (a new or regenerated session)."""
+        self.stored_id = self.id
+        self.created_ms, self.seen_ms = created_ms, seen_ms
+        self.original = dict(entries)
+        self.changed.clear()
+        self.deleted.clear()
+        self.regenerated = False
+        self.bind = None
+
+    def updated(self, seen_ms: int, entries: dict[str, Entry]) -> None:
+        """This request's changes were written into the stored row."""
+        self.seen_ms = seen_ms
+        self.original = dict(entries)
+        self.entries = dict(entries)
+        self.changed.clear()
+        self.deleted.clear()
+        self.bind = None

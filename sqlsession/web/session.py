@@ -1,0 +1,247 @@
+"""The `Session` mapping: one visitor's data, as the app sees it during a request.
+
+A `Session` holds no storage logic: `SessionStore` builds it from the stored row and
+writes its changes back. What the two share lives in one `SessionState` per session,
+which only the store reaches (through `state_of`); integrations such as the ASGI
+middleware use the public `accessed` and `modified` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+from .. import _codec, _validate
+from ..errors import SessionError
+from . import _ids
+from ._row import Entry
+from ._state import SessionState
+
+__all__ = ["Clock", "Session"]
+
+Clock = Callable[[], float]
+"""Returns the current time as seconds since the Unix epoch (``time.time``)."""
+
+
+class Session(MutableMapping[str, Any]):
+    """One visitor's session data: a mutable mapping of str keys to JSON values.
+
+    Values are copied when assigned and when read (they are kept as JSON text), so
+    mutating a list read from the session changes nothing until it is assigned again;
+    a value that is not JSON is refused at assignment with `ValueNotSerializableError`.
+    Changes are written when the request ends, by `SessionStore.commit`.
+
+    A `Session` is built by `SessionStore.load`; ``Session()`` is a new, empty one.
+
+    Args:
+        clock: returns seconds since the epoch (default ``time.time``).
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else time.time
+        self._state = SessionState()
+
+    # -- what integrations may ask -----------------------------------------------------
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the app read or changed the session (or its id) during this request.
+
+        A response then depends on the session, even an empty one, so it must carry
+        ``Vary: Cookie``. Asking this, or ``repr(session)``, does not count as access.
+        """
+        return self._state.accessed
+
+    @property
+    def modified(self) -> bool:
+        """Whether the app changed the session since it was loaded or last committed.
+
+        True after any assignment or deletion, `clear`, `regenerate`, `destroy`,
+        `bind_user` or `sign_out_everywhere`, even one that leaves the data as it was
+        (the commit then writes nothing). False does not mean the commit writes nothing:
+        with ``idle_timeout`` an unchanged session is refreshed now and then.
+        """
+        return self._state.modified
+
+    # -- the mapping ---------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return round(self._clock() * 1000)
+
+    def _live(self, name: str) -> Entry | None:
+        self._state.accessed = True
+        entry = self._state.entries.get(name)
+        if entry is None or (entry[1] is not None and entry[1] <= self._now_ms()):
+            return None
+        return entry
+
+    def __getitem__(self, key: str) -> Any:
+        entry = self._live(key)
+        if entry is None:
+            raise KeyError(key)
+        return _codec.decode(entry[0])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if self._live(key) is None:
+            raise KeyError(key)
+        state = self._state
+        del state.entries[key]
+        state.changed.discard(key)
+        state.deleted.add(key)
+        state.modified = True
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._live(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        self._state.accessed = True
+        return iter(self._names())
+
+    def _names(self) -> list[str]:
+        now = self._now_ms()
+        return [n for n, (_, exp) in self._state.entries.items() if exp is None or exp > now]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        # Never the id: reprs end up in logs and tracebacks.
+        # Nor does it count as reading the session (logging it adds no Vary).
+        return f"<Session keys={sorted(self._names())!r}>"
+
+    def clear(self) -> None:
+        """Delete every key; the session itself stays (use `destroy` to end it)."""
+        state = self._state
+        state.accessed = state.modified = True
+        for name in list(state.entries):
+            del state.entries[name]
+            state.changed.discard(name)
+            state.deleted.add(name)
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store a copy of `value` under `key`, optionally only for `ttl` seconds.
+
+        Args:
+            key: a str.
+            value: dicts with str keys, lists, str, int, float, bool or None.
+            ttl: seconds after which the key disappears on its own (None: it lives as
+                long as the session). ``session[key] = value`` is ``set(key, value)``.
+
+        Raises:
+            TypeError: `key` is not a str.
+            ValueNotSerializableError: `value` is not JSON.
+            InvalidTTLError: `ttl` is not None or at least 0.001 seconds.
+        """
+        if type(key) is not str:
+            raise TypeError(f"Session keys must be str, got {type(key).__name__}: {key!r}.")
+        state = self._state
+        state.accessed = True
+        seconds = _validate.check_ttl(ttl)
+        text = _codec.encode(key, value)
+        expires = None if seconds is None else self._now_ms() + math.ceil(seconds * 1000)
+        state.entries[key] = (text, expires)
+        state.deleted.discard(key)
+        state.changed.add(key)
+        state.modified = True
+        if state.id is None:
+            state.id = _ids.new_id()
+
+    # -- the session's identity ---------------------------------------------------------
+
+    @property
+    def session_id(self) -> str | None:
+        """The id the response's cookie carries: None for a new session nothing was stored in.
+
+        A new session gets its id with its first change. Treat the id as a secret: it is
+        the visitor's credential. The storage holds only its hash.
+        """
+        self._state.accessed = True
+        return self._state.id
+
+    def regenerate(self) -> None:
+        """Keep the data under a new id, and remove the row of the old one at commit.
+
+        Call it whenever the visitor's privileges change (sign-in, sign-out, sudo mode),
+        so an id someone else may know stops working. The absolute lifetime (``max_age``)
+        still counts from the session's creation.
+        """
+        state = self._state
+        state.regenerated = state.modified = True
+        state.id = _ids.new_id()
+
+    def destroy(self) -> None:
+        """End the session: its row is removed and the cookie expired at commit.
+
+        The mapping is empty afterwards; anything stored in it later in the same request
+        starts a new session under a new id.
+        """
+        state = self._state
+        if state.stored_id is not None:
+            state.discard.add(_ids.storage_key(state.stored_id))
+        state.id = state.stored_id = None
+        state.created_ms = state.seen_ms = None
+        state.user = None
+        state.bind = None
+        state.entries.clear()
+        state.original.clear()
+        state.changed.clear()
+        state.deleted.clear()
+        state.regenerated = False
+        state.destroyed = state.modified = True
+
+    def bind_user(self, user_id: str) -> None:
+        """Tie the session to `user_id`, so `sign_out_everywhere` can end it; also regenerates.
+
+        Call it at sign-in. It gives the session a new id (as `regenerate`), so an id
+        planted in the visitor's browser before sign-in is worthless afterwards. Only a
+        hash of `user_id` is stored. A bound session costs one more read per request:
+        its user's generation token, compared with the one it was bound to.
+
+        Args:
+            user_id: the signed-in user's id.
+
+        Raises:
+            TypeError: `user_id` is not a non-empty str.
+        """
+        self._state.bind = _ids.check_user_id(user_id)
+        self.regenerate()
+
+    def sign_out_everywhere(self) -> None:
+        """End every session of this session's user, on every device, including this one.
+
+        At commit the user's generation token is replaced, which invalidates every session
+        bound before, and this session is destroyed.
+
+        Raises:
+            SessionError: the session is not bound to a user (see `bind_user`).
+        """
+        state = self._state
+        state.accessed = True
+        if state.bind is not None:
+            user = _ids.user_key(state.bind)
+        elif state.user is not None:
+            user = state.user[0]
+        else:
+            raise SessionError(
+                "sign_out_everywhere() needs a session bound to a user: call "
+                "session.bind_user(user_id) at sign-in."
+            )
+        state.revoke = user
+        self.destroy()
+
+
+def state_of(session: Session) -> SessionState:
+    """The state behind `session`, for `SessionStore` only (the store's protocol, not an API).
+
+    Args:
+        session: a session built by ``Session()`` or `SessionStore.load`.
+
+    Returns:
+        The `SessionState` the session reads and writes.
+    """
+    return session._state

@@ -1,0 +1,301 @@
+"""`SessionStore`: loads a `Session` through a driver and commits its changes.
+
+Concurrent requests of one session that change different keys both persist: the commit
+sends only the entries that changed (and the names deleted) to ``merge_item`` on a
+`SupportsMerge` driver, which applies them to the stored row in one atomic step, across
+processes. Any other driver gets a re-read of the row just before the write, with only
+this request's changes applied on top: a change made by another request in between the
+two calls is lost (last writer wins). The row format is in `sqlsession.web._row`.
+
+Writes per request: none for a request without a session cookie that stores nothing,
+and none for an unchanged session, except that with ``idle_timeout`` one refresh write
+happens once at least half of it has passed since the last write. ``max_age`` costs no
+writes: it counts from ``created``, which no request moves. A changed session costs one
+``merge_item``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _validate
+from ..driver import SessionDriver, SupportsExpiry, SupportsMerge
+from ..errors import SessionError
+from . import _ids, _row
+from ._row import Entry
+from ._state import SessionState
+from .session import Clock, Session, state_of
+
+__all__ = ["DEFAULT_MAX_AGE", "CookieChange", "SessionStore", "end_user_sessions"]
+
+logger = logging.getLogger("sqlsession")
+
+DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
+"""Two weeks, as Starlette's cookie ``SessionMiddleware``."""
+
+# How many cookies of our name one request may make us look up: a browser sends more
+# than one only when cookies of one name exist for several paths or domains.
+_MAX_CANDIDATES = 3
+
+
+@dataclass(frozen=True, repr=False)
+class CookieChange:
+    """What the response must do with the session cookie after a commit.
+
+    ``session_id`` None means expire the cookie; ``max_age`` None means a cookie that
+    lasts until the browser closes.
+    """
+
+    session_id: str | None
+    max_age: float | None = None
+
+    def __repr__(self) -> str:
+        # Never the id: reprs end up in logs and tracebacks.
+        action = "expire" if self.session_id is None else "set"
+        return f"CookieChange({action}, max_age={self.max_age!r})"
+
+
+class SessionStore:
+    """Loads sessions from a driver and commits their changes; framework-agnostic.
+
+    Args:
+        driver: any `SessionDriver`. Atomic commits need `SupportsMerge`; rows expire
+            with the session only on a `SupportsExpiry` driver (without it, expired
+            sessions are refused on load and their rows left to the driver).
+        max_age: absolute lifetime in seconds, counted from creation; no activity
+            extends it (None: no absolute limit).
+        idle_timeout: the session ends after this many seconds without a request
+            (None: no idle limit). Activity is written at most once per half of it, so
+            a session ends between ``idle_timeout / 2`` and ``idle_timeout`` after its
+            last request.
+        clock: returns seconds since the epoch (default ``time.time``).
+
+    Raises:
+        InvalidTTLError: `max_age` or `idle_timeout` is not None or 0.001 s to 100 years.
+    """
+
+    def __init__(
+        self,
+        driver: SessionDriver,
+        *,
+        max_age: float | None = DEFAULT_MAX_AGE,
+        idle_timeout: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.driver = driver
+        self.max_age = _validate.check_ttl(max_age, what="max_age")
+        self.idle_timeout = _validate.check_ttl(idle_timeout, what="idle_timeout")
+        self._clock: Clock = clock if clock is not None else time.time
+        # Which optional capabilities to use is decided once, not per request.
+        self._expiry = isinstance(driver, SupportsExpiry)
+        self._merge = driver if isinstance(driver, SupportsMerge) else None
+
+    def _now_ms(self) -> int:
+        return round(self._clock() * 1000)
+
+    # -- loading -------------------------------------------------------------------
+
+    async def load(self, cookie_values: Sequence[str]) -> Session:
+        """Return the session named by the request's cookie values, or a new, empty one.
+
+        Malformed values are skipped without touching storage. An id whose row is
+        unknown, expired, revoked or undecodable is never adopted: the visitor gets a
+        new session (and a new id with its first change). A row that cannot be decoded,
+        has expired by our own clock or was revoked is logged and removed at commit.
+
+        Args:
+            cookie_values: the values of the session cookie in the request, in order.
+
+        Returns:
+            The session, to hand to the app and then to `commit`.
+
+        Raises:
+            Exception: whatever the driver raises while reading (the caller logs it
+                and answers 500).
+        """
+        session = Session(clock=self._clock)
+        state = state_of(session)
+        state.presented = bool(cookie_values)
+        candidates = [v for v in cookie_values if _ids.is_well_formed(v)]
+        for session_id in candidates[:_MAX_CANDIDATES]:
+            key = _ids.storage_key(session_id)
+            label = _ids.log_label(session_id)
+            try:
+                raw = await self.driver.get_item(key)
+            except SessionError:
+                raise  # the driver failed (some of ours derive from ValueError): a 500
+            except (ValueError, RecursionError):
+                # The driver found the item but could not decode it (bad or too deeply
+                # nested JSON text).
+                logger.warning("Session %s cannot be decoded; starting a new one.", label)
+                state.discard.add(key)
+                continue
+            if raw is None:
+                continue
+            row = _row.parse(raw)
+            if row is None:
+                logger.warning(
+                    "Session %s holds data sqlsession cannot read; starting a new one.", label
+                )
+                state.discard.add(key)
+                continue
+            if not self._alive(row):
+                state.discard.add(key)
+                continue
+            if row.user is not None and await self._user_token(row.user[0]) != row.user[1]:
+                logger.info("Session %s was ended by sign_out_everywhere.", label)
+                state.discard.add(key)
+                continue
+            state.adopt(session_id, row)
+            break
+        return session
+
+    def _alive(self, row: _row.Row) -> bool:
+        # The driver's row ttl usually hides expired sessions already; this check makes
+        # the lifetime exact for drivers without expiry and after a config change.
+        now = self._now_ms()
+        if self.max_age is not None and row.created + self.max_age * 1000 <= now:
+            return False
+        return not (self.idle_timeout is not None and row.seen + self.idle_timeout * 1000 <= now)
+
+    async def _user_token(self, user_key: str) -> str:
+        return _row.generation_token(await self.driver.get_item(user_key))
+
+    # -- committing ------------------------------------------------------------------
+
+    def _row_ttl(self, created_ms: int, now_ms: int) -> float | None:
+        """Seconds until the row must expire: the nearer of the absolute and idle deadlines."""
+        deadlines = []
+        if self.max_age is not None:
+            deadlines.append(created_ms + self.max_age * 1000)
+        if self.idle_timeout is not None:
+            deadlines.append(now_ms + self.idle_timeout * 1000)
+        return None if not deadlines else (min(deadlines) - now_ms) / 1000
+
+    def _ttl_kwargs(self, ttl: float | None) -> dict[str, Any]:
+        # No deadline: leave the row to the driver's own default ttl. A driver without
+        # touch is never passed ttl= (the rule of SupportsExpiry).
+        return {"ttl": ttl} if ttl is not None and self._expiry else {}
+
+    async def commit(self, session: Session) -> CookieChange | None:
+        """Write what changed in `session`; return what to do with the cookie.
+
+        Args:
+            session: a session this store loaded (or a new ``Session()``).
+
+        Returns:
+            The cookie to set or expire, or None to leave the cookie alone.
+
+        Raises:
+            Exception: whatever the driver raises while writing (the caller logs it and
+                answers 500 instead of the app's response).
+        """
+        state = state_of(session)
+        now = self._now_ms()
+        if state.revoke is not None:
+            # No expiry: were it to vanish, sessions bound before it would match again.
+            ttl = {"ttl": None} if self._expiry else {}
+            await self.driver.set_item(state.revoke, _row.new_generation(), **ttl)
+            state.revoke = None
+        if state.bind is not None:
+            user = _ids.user_key(state.bind)
+            state.user = [user, await self._user_token(user)]
+        change = await self._write(state, now)
+        for key in sorted(state.discard):
+            await self.driver.remove_item(key)
+        state.discard.clear()
+        if change is None and state.stored_id is None and (state.presented or state.destroyed):
+            # The cookie names nothing we keep (expired, unknown, destroyed): drop it, so
+            # the browser stops sending it and we stop looking it up.
+            change = CookieChange(None)
+        state.modified = False
+        return change
+
+    async def _write(self, state: SessionState, now: int) -> CookieChange | None:
+        now_entries = {n: e for n, e in state.entries.items() if e[1] is None or e[1] > now}
+        if state.stored_id is not None and not state.regenerated:
+            return await self._update(state, now, now_entries)
+        old_id = state.stored_id
+        if old_id is not None:
+            state.discard.add(_ids.storage_key(old_id))
+        if not now_entries and state.user is None:
+            # Nothing to keep (a new session nobody wrote to, or a regenerated empty one).
+            state.stored_id = None
+            return None
+        assert state.id is not None  # every change and regenerate() assigns one
+        created = state.created_ms if state.created_ms is not None else now
+        ttl = self._row_ttl(created, now)
+        if ttl is not None and ttl < 0.001:
+            state.stored_id = None
+            return None
+        row = _row.build(created, now, state.user, now_entries)
+        await self.driver.set_item(_ids.storage_key(state.id), row, **self._ttl_kwargs(ttl))
+        state.saved(created, now, now_entries)
+        return CookieChange(state.id, ttl)
+
+    async def _update(
+        self, state: SessionState, now: int, now_entries: dict[str, Entry]
+    ) -> CookieChange | None:
+        assert state.stored_id is not None
+        assert state.created_ms is not None
+        original = state.original
+        changed = {
+            n for n in state.changed if n in now_entries and now_entries[n] != original.get(n)
+        }
+        deleted = {n for n in state.deleted if n in original}
+        # Expired keys are not deleted here: readers skip them anyway, and deleting them
+        # could remove a value another request has just set again under the same name.
+        refresh = (
+            self.idle_timeout is not None
+            and state.seen_ms is not None
+            and now - state.seen_ms >= self.idle_timeout * 500
+        )
+        if not (changed or deleted or refresh):
+            return None
+        key = _ids.storage_key(state.stored_id)
+        ttl = self._row_ttl(state.created_ms, now)
+        if ttl is not None and ttl < 0.001:
+            # The absolute lifetime ran out during this request.
+            state.discard.add(key)
+            state.stored_id = None
+            return None
+        changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
+        if self._merge is not None:
+            await self._merge.merge_item(key, set=changes, delete=removals, **self._ttl_kwargs(ttl))
+        else:
+            current = await self.driver.get_item(key)
+            if not isinstance(current, dict):
+                # Ended by another request meanwhile: do not bring it back.
+                return None
+            for name in removals:
+                current.pop(name, None)
+            current.update(changes)
+            await self.driver.set_item(key, current, **self._ttl_kwargs(ttl))
+        state.updated(now, now_entries)
+        if self.idle_timeout is None:
+            return None
+        # The idle deadline moved: move the cookie's with it.
+        return CookieChange(state.stored_id, ttl)
+
+
+async def end_user_sessions(driver: SessionDriver, user_id: str) -> None:
+    """End every session bound to `user_id` with `Session.bind_user`, outside a request.
+
+    For an admin tool or a password-reset handler. Sessions are invalidated, not deleted:
+    each one's row is removed the next time it is presented, or expires.
+
+    Args:
+        driver: the driver the sessions live in.
+        user_id: the id that was passed to `bind_user`.
+
+    Raises:
+        TypeError: `user_id` is not a non-empty str.
+    """
+    user_key = _ids.user_key(_ids.check_user_id(user_id))
+    # No expiry, as in SessionStore.commit.
+    kwargs = {"ttl": None} if isinstance(driver, SupportsExpiry) else {}
+    await driver.set_item(user_key, _row.new_generation(), **kwargs)
