@@ -61,7 +61,7 @@ config.attributes["sqlsession_schema"] = schema
 
 # What `alembic check` and autogenerate compare against: the driver's own table, and
 # nothing else in the database (the application's tables are none of our business).
-target_metadata = session_table(table, schema).metadata
+target_metadata = session_table(table, schema, **dialect.table_definition()).metadata
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

@@ -219,7 +219,7 @@ def _translate(exc: Exception, full_url: str, table: str, schema: str | None) ->
     url = redact_url(full_url)
     where = _describe(full_url, table, schema)
     dialect: type[SQLDialect] = dialect_class(dialect_name(full_url))
-    if isinstance(exc, ModuleNotFoundError) and exc.name in ("asyncpg", "asyncmy"):
+    if isinstance(exc, ModuleNotFoundError) and exc.name == dialect.driver_package:
         return _errors.missing_driver(exc, dialect)
     if isinstance(exc, ArgumentError | NoSuchModuleError):
         return ConfigError(f"Invalid database URL {url!r}: {_errors.first_line(exc)}.")

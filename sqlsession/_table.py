@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -12,7 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
 
 # The alembic revision the driver's statements are written for; the drift test checks
 # that it is the head of migrations/versions.
@@ -24,34 +26,32 @@ def version_table_name(table: str) -> str:
     return f"{table}_alembic_version"
 
 
-def session_table(name: str, schema: str | None = None, metadata: MetaData | None = None) -> Table:
+def session_table(
+    name: str,
+    schema: str | None = None,
+    metadata: MetaData | None = None,
+    *,
+    key_type: TypeEngine[Any] | None = None,
+    value_type: TypeEngine[Any] | None = None,
+    **table_options: Any,
+) -> Table:
     """Build the session table `name` (columns: key, value, expires_at).
 
-    ``key`` uses the "C" collation on PostgreSQL and is UTF-8 bytes (``VARBINARY``) on
-    MySQL, so that key order, prefix ranges and their index agree with SQLite's binary
-    order, byte for byte; ``value`` is JSON text written by sqlsession itself (not
-    ``jsonb``, which would renormalise numbers and refuse ``\\u0000``; ``LONGTEXT`` in
-    utf8mb4 on MySQL, whose ``TEXT`` stops at 64 KB); ``expires_at`` is a UTC instant
-    in milliseconds since the Unix epoch, NULL for no expiry.
+    ``key`` holds up to 255 characters, ordered by code point and compared exactly;
+    ``value`` is JSON text written by sqlsession itself (not ``jsonb``, which would
+    renormalise numbers and refuse ``\\u0000``); ``expires_at`` is a UTC instant in
+    milliseconds since the Unix epoch, NULL for no expiry. A database whose plain
+    ``VARCHAR``/``TEXT`` would not keep those promises passes its own `key_type`,
+    `value_type` and `table_options` (see `SQLDialect.table_definition`).
     """
     return Table(
         name,
         metadata if metadata is not None else MetaData(),
-        Column(
-            "key",
-            String(255)
-            .with_variant(String(255, collation="C"), "postgresql")
-            .with_variant(mysql.VARBINARY(4 * 255), "mysql", "mariadb"),
-            nullable=False,
-        ),
-        Column(
-            "value",
-            Text().with_variant(mysql.LONGTEXT(charset="utf8mb4"), "mysql", "mariadb"),
-            nullable=False,
-        ),
+        Column("key", key_type if key_type is not None else String(255), nullable=False),
+        Column("value", value_type if value_type is not None else Text(), nullable=False),
         Column("expires_at", BigInteger(), nullable=True),
         PrimaryKeyConstraint("key", name=f"{name}_pkey"),
         Index(f"{name}_expires_at_idx", "expires_at"),
         schema=schema,
-        mysql_charset="utf8mb4",
+        **table_options,
     )

@@ -132,7 +132,7 @@ class SQLDriver(ExpiryMixin):
         self._dialect_class = dialect
         self.cleanup_batch_size = cleanup_batch_size or dialect.default_cleanup_batch_size
         self._database_file = dialect.database_file(self.engine.url.render_as_string(False))
-        self._table = session_table(self.table_name, self.schema)
+        self._table = session_table(self.table_name, self.schema, **dialect.table_definition())
         self._dialect = dialect(self._table)
         self._build_statements(self._table)
         self._fast = self._dialect.fast_path(

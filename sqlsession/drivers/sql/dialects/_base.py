@@ -90,6 +90,8 @@ class SQLDialect:
     """The database's name in messages ("PostgreSQL")."""
     extra: ClassVar[str] = ""
     """The pip extra that installs the database driver package."""
+    driver_package: ClassVar[str] = ""
+    """The database driver's import name."""
     supports_schema: ClassVar[bool] = False
     default_pool_size: ClassVar[int] = 16
     default_cleanup_batch_size: ClassVar[int] = 5000
@@ -98,6 +100,15 @@ class SQLDialect:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+
+    @classmethod
+    def table_definition(cls) -> dict[str, Any]:
+        """Column types and table options for `sqlsession._table.session_table`.
+
+        The migration that creates the table must give it the same ones (the drift
+        test compares them).
+        """
+        return {}
 
     # -- engine --------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ class Dialect(SQLDialect):
     """MariaDB 10.5+ and MySQL 8.0+, InnoDB."""
 
     extra = "mysql"
+    driver_package = "asyncmy"
     title = "MySQL/MariaDB"
     transactional_ddl = False  # DDL commits on its own
 
@@ -95,6 +96,14 @@ class Dialect(SQLDialect):
         lock_name = "sqlsession.cleanup." + lock_id("cleanup", table.name, table.schema).hex()
         self._try_lock = text("SELECT GET_LOCK(:name, 0)").bindparams(name=lock_name)
         self._unlock = text("SELECT RELEASE_LOCK(:name)").bindparams(name=lock_name)
+
+    @classmethod
+    def table_definition(cls) -> dict[str, Any]:
+        return {
+            "key_type": mysql.VARBINARY(4 * 255),  # 255 characters of up to 4 bytes
+            "value_type": mysql.LONGTEXT(charset="utf8mb4"),
+            "mysql_charset": "utf8mb4",
+        }
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, any_, bindparam, delete, func, literal_column, select, text
+from sqlalchemy import String, Table, any_, bindparam, delete, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -39,6 +39,7 @@ class Dialect(SQLDialect):
     """PostgreSQL 12 and later."""
 
     extra = "postgres"
+    driver_package = "asyncpg"
     title = "PostgreSQL"
     supports_schema = True
 
@@ -98,6 +99,12 @@ class Dialect(SQLDialect):
         )
         self._try_lock = text("SELECT pg_try_advisory_lock(:k)").bindparams(k=self._lock_key)
         self._unlock = text("SELECT pg_advisory_unlock(:k)").bindparams(k=self._lock_key)
+
+    @classmethod
+    def table_definition(cls) -> dict[str, Any]:
+        # The "C" collation orders keys by code point, as SQLite does, so prefix ranges
+        # agree across databases and can use the primary key index.
+        return {"key_type": String(255, collation="C")}
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:

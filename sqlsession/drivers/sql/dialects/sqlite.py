@@ -43,6 +43,7 @@ class Dialect(SQLDialect):
     """SQLite 3.35 and later, in a file (WAL mode)."""
 
     title = "SQLite"
+    driver_package = "aiosqlite"
     default_pool_size = _POOL_SIZE
     # A cleanup batch holds SQLite's only write lock. On a table with random session
     # keys 500 rows took 16 ms (median) and at most 38 ms under load, 1000 rows 29 ms
