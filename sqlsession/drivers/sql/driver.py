@@ -105,9 +105,6 @@ class SQLDriver(ExpiryMixin):
         )
         super().__init__(options.ttl, clock)
         self.options = options
-        self.table_name = table
-        self.schema = schema
-        self.cleanup_interval = cleanup_interval
         self.last_cleanup_skipped = False
         """True when the last `cleanup` found another process cleaning."""
 
@@ -129,7 +126,6 @@ class SQLDriver(ExpiryMixin):
                 self.engine = dialect.create_engine(full_url, options)
             except ModuleNotFoundError as exc:
                 raise _errors.missing_driver(exc, dialect) from exc
-        self._dialect_class = dialect
         self.cleanup_batch_size = cleanup_batch_size or dialect.default_cleanup_batch_size
         self._database_file = dialect.database_file(self.engine.url.render_as_string(False))
         self._table = session_table(self.table_name, self.schema, **dialect.table_definition())
@@ -154,6 +150,21 @@ class SQLDriver(ExpiryMixin):
     ) -> SQLDriver:
         """Build a driver from `SQLOptions` (what the config half and the CLI hold)."""
         return cls(**options.as_config(), engine=engine, clock=clock)
+
+    @property
+    def table_name(self) -> str:
+        """The session table."""
+        return self.options.table
+
+    @property
+    def schema(self) -> str | None:
+        """The PostgreSQL schema of the table (None: the search path)."""
+        return self.options.schema
+
+    @property
+    def cleanup_interval(self) -> float | None:
+        """Seconds between in-process cleanups (None: off)."""
+        return self.options.cleanup_interval
 
     @property
     def dialect(self) -> str:
@@ -484,13 +495,13 @@ class SQLDriver(ExpiryMixin):
         return f"sqlsession migrate --url {self.url} --table {self.table_name}{schema}"
 
     def _conflict(self, exc: BaseException) -> bool:
-        return _errors.describe(exc, self._dialect_class)[0] is ErrorKind.CONFLICT
+        return _errors.describe(exc, type(self._dialect))[0] is ErrorKind.CONFLICT
 
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""
         error = _errors.translate(
             exc,
-            self._dialect_class,
+            type(self._dialect),
             url=self.url,
             missing_table=f"The session table {self._where()} is missing. "
             f"Run: {self._migrate_hint()}",
