@@ -15,10 +15,14 @@ import sqlite3
 import subprocess
 import sys
 import sysconfig
+import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .conftest import admin_mysql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +42,17 @@ def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProce
     return result
 
 
-@pytest.mark.slow
-def test_migrate_from_an_installed_wheel_in_an_empty_directory(tmp_path: Path) -> None:
+@dataclass
+class Installed:
+    """A venv with only the built wheel installed, and an empty working directory."""
+
+    sqlsession: Path
+    empty: Path
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    tmp_path = tmp_path_factory.mktemp("wheel")
     dist = tmp_path / "dist"
     # Build with the test environment's hatchling when it has one: no download needed.
     offline = ["--no-isolation"] if importlib.util.find_spec("hatchling") else []
@@ -51,6 +64,10 @@ def test_migrate_from_an_installed_wheel_in_an_empty_directory(tmp_path: Path) -
         "sqlsession/_migrations/script.py.mako",
         "sqlsession/_migrations/versions/0001_create_session_table.py",
         "sqlsession/cli.py",
+        "sqlsession/drivers/sql/dialects/mysql.py",
+        "sqlsession/drivers/sql/dialects/postgresql.py",
+        "sqlsession/drivers/sql/dialects/sqlite.py",
+        "sqlsession/web/asgi.py",
     } <= names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
@@ -77,7 +94,12 @@ def test_migrate_from_an_installed_wheel_in_an_empty_directory(tmp_path: Path) -
         str(Path(site.strip()) / "sqlsession" / "_migrations"),
     ]
 
-    sqlsession = venv / "bin" / "sqlsession"
+    return Installed(venv / "bin" / "sqlsession", empty)
+
+
+@pytest.mark.slow
+def test_migrate_from_an_installed_wheel_in_an_empty_directory(installed: Installed) -> None:
+    sqlsession, empty = installed.sqlsession, installed.empty
     result = run(sqlsession, "migrate", "--url", "sqlite:///x.db", cwd=empty)
     assert "from base (no table) to 0001" in result.stdout
     assert sorted(path.name for path in empty.iterdir() if not path.name.startswith("x.db-")) == [
@@ -92,3 +114,22 @@ def test_migrate_from_an_installed_wheel_in_an_empty_directory(tmp_path: Path) -
 
     stats = run(sqlsession, "stats", "--json", "--url", "sqlite:///x.db", cwd=empty).stdout
     assert json.loads(stats) == {"live": 0, "expired": 0}
+
+
+@pytest.mark.slow
+def test_migrate_mysql_from_an_installed_wheel(installed: Installed, mysql_database: str) -> None:
+    table = "w_" + uuid.uuid4().hex[:12]
+    args = ["--url", mysql_database, "--table", table]
+    try:
+        result = run(installed.sqlsession, "migrate", *args, cwd=installed.empty)
+        assert "from base (no table) to 0001" in result.stdout
+        stats = run(installed.sqlsession, "stats", "--json", *args, cwd=installed.empty).stdout
+        assert json.loads(stats) == {"live": 0, "expired": 0}
+        result = run(installed.sqlsession, "downgrade", "base", *args, cwd=installed.empty)
+        assert "from 0001 to base (no table)" in result.stdout
+    finally:
+        admin_mysql(
+            mysql_database,
+            f"DROP TABLE IF EXISTS {table}",
+            f"DROP TABLE IF EXISTS {table}_alembic_version",
+        )
