@@ -38,6 +38,7 @@ __all__ = [
     "delete_in_batches",
     "key_param",
     "lock_id",
+    "on_conflict_upsert",
     "then",
 ]
 
@@ -68,6 +69,22 @@ def key_param(name: str) -> BindParameter[str]:
     (MySQL's VARBINARY) compares with the UTF-8 text the database driver sends.
     """
     return bindparam(name, type_=String())
+
+
+def on_conflict_upsert(insert: Any, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL's and SQLite's upsert).
+
+    Args:
+        insert: the dialect's own ``insert(table)`` construct.
+        table: the session table.
+    """
+    upsert: Insert = insert.values(
+        key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
+    ).on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},
+    )
+    return upsert
 
 
 def lock_id(purpose: str, table: str, schema: str | None) -> bytes:

@@ -20,7 +20,16 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from .._fast import FastPath
-from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, key_param, lock_id, then
+from ._base import (
+    CleanupJob,
+    ErrorKind,
+    SQLDialect,
+    delete_in_batches,
+    key_param,
+    lock_id,
+    on_conflict_upsert,
+    then,
+)
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -121,13 +130,7 @@ class Dialect(SQLDialect):
         )
 
     def upsert(self) -> Insert:
-        insert = self._insert
-        return insert.values(
-            key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
-        ).on_conflict_do_update(
-            index_elements=[self.table.c.key],
-            set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},
-        )
+        return on_conflict_upsert(self._insert, self.table)
 
     @contextlib.asynccontextmanager
     async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
