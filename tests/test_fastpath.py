@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from sqlsession.drivers.sql import SQLDriver
@@ -144,3 +145,23 @@ async def test_greenlet_runner_reuses_greenlets_and_passes_errors_through() -> N
         await runner.run(fails)
     assert runner._idle == [worker]
     assert await asyncio.gather(*(runner.run(waits) for _ in range(5))) == [6] * 5
+
+
+async def test_mysql_operations_send_no_rollback(mysql_url: str) -> None:
+    # A returned autocommit connection has nothing to roll back; asyncmy would still
+    # send the pool's ROLLBACK to the server, one more round trip per operation.
+    async with SQLDriver(mysql_url, pool_size=1) as driver:
+        await driver.set_item("k", 1)
+
+        async def rollbacks() -> int:
+            async with driver.engine.connect() as conn:
+                row = (await conn.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'"))).one()
+                return int(row[1])
+
+        before = await rollbacks()
+        for i in range(20):
+            await driver.set_item("k", i)
+            assert await driver.get_item("k") == i
+            await driver.get_keys("k")
+        await driver.merge_item("m", {"a": 1})
+        assert await rollbacks() == before

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import BindParameter, String, Table, bindparam
+from sqlalchemy import BindParameter, String, Table, bindparam, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
@@ -39,6 +39,7 @@ __all__ = [
     "key_param",
     "lock_id",
     "on_conflict_upsert",
+    "reset_only_open_transactions",
     "then",
 ]
 
@@ -69,6 +70,28 @@ def key_param(name: str) -> BindParameter[str]:
     (MySQL's VARBINARY) compares with the UTF-8 text the database driver sends.
     """
     return bindparam(name, type_=String())
+
+
+def reset_only_open_transactions(
+    engine: AsyncEngine, in_transaction: Callable[[Any], bool]
+) -> None:
+    """Roll a returned connection back only when it holds a transaction.
+
+    The engine is created with ``pool_reset_on_return=None``: on an autocommit
+    connection only an interrupted ``merge_item`` leaves a transaction open, and the
+    unconditional rollback would be one more round trip (a thread trip for aiosqlite)
+    after every operation.
+
+    Args:
+        engine: the engine the driver owns.
+        in_transaction: tells, from the database driver's connection, whether it is
+            inside a transaction.
+    """
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+        if state.asyncio_safe and in_transaction(record.driver_connection):
+            dbapi_connection.rollback()
 
 
 def on_conflict_upsert(insert: Any, table: Table) -> Insert:

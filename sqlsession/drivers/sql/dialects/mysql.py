@@ -26,7 +26,15 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
 from .._fast import FastPath
-from ._base import CleanupJob, ErrorKind, SQLDialect, delete_in_batches, key_param, lock_id, then
+from ._base import (
+    CleanupJob,
+    ErrorKind,
+    SQLDialect,
+    delete_in_batches,
+    key_param,
+    lock_id,
+    then,
+)
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -108,7 +116,7 @@ class Dialect(SQLDialect):
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
-        return create_async_engine(
+        engine = create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
             pool_size=pool_size,
@@ -117,6 +125,18 @@ class Dialect(SQLDialect):
             pool_recycle=3600,
             connect_args={"init_command": _SETUP},
         )
+        # SQLAlchemy rolls back every connection it closes or returns to the pool; on
+        # an autocommit connection that is a no-op for asyncpg and aiosqlite, but asyncmy
+        # sends each ROLLBACK to the server: a second round trip for every operation.
+        # Only this engine's dialect object is changed.
+        rollback = engine.dialect.do_rollback
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            if dbapi_connection._connection.get_transaction_status():
+                rollback(dbapi_connection)
+
+        engine.dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        return engine
 
     def upsert(self) -> Insert:
         # VALUES(col), not the row alias of MySQL 8.0.19+: MariaDB has no alias.

@@ -31,6 +31,7 @@ from ._base import (
     delete_in_batches,
     key_param,
     on_conflict_upsert,
+    reset_only_open_transactions,
     then,
 )
 
@@ -80,7 +81,6 @@ class Dialect(SQLDialect):
                 "An in-memory SQLite database is private to each connection; use a file "
                 "URL (sqlite:///sessions.db) or the memory driver (session_drivers.memory())."
             )
-        # Reset on check-in is done by the "reset" listener below, only when needed.
         engine = create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
@@ -99,13 +99,7 @@ class Dialect(SQLDialect):
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.close()
 
-        @event.listens_for(engine.sync_engine, "reset")
-        def _on_reset(dbapi_connection: Any, record: Any, state: Any) -> None:
-            # A rollback is a trip to aiosqlite's thread; on an autocommit connection
-            # only an interrupted merge_item leaves a transaction to roll back.
-            if state.asyncio_safe and record.driver_connection.in_transaction:
-                dbapi_connection.rollback()
-
+        reset_only_open_transactions(engine, lambda conn: bool(conn.in_transaction))
         return engine
 
     @classmethod
