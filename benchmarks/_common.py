@@ -87,6 +87,11 @@ def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
 
 
+def is_mysql(url: str) -> bool:
+    """MySQL or MariaDB (sqlsession serves both through asyncmy as ``mysql+asyncmy``)."""
+    return url.startswith(("mysql", "mariadb"))
+
+
 def sqlite_path(url: str) -> str:
     database = make_url(url).database
     assert database, "the SQLite URL needs a file"
@@ -96,6 +101,35 @@ def sqlite_path(url: str) -> str:
 def asyncpg_dsn(url: str) -> str:
     """The libpq-style DSN asyncpg and psycopg accept, from a SQLAlchemy URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# What sqlsession's MySQL engine sets on each connection it opens: the raw asyncmy
+# contenders and the bulk loads run with it too, so the server locks as it does for
+# sqlsession (no gap locks on the upsert's duplicate check at READ COMMITTED).
+MYSQL_SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+
+def asyncmy_args(url: str) -> dict[str, Any]:
+    """`asyncmy.connect` arguments for a MySQL URL, set up as sqlsession's connections are.
+
+    Autocommit, the URL's charset (utf8mb4 once normalised), and FOUND_ROWS, which
+    SQLAlchemy's asyncmy dialect sets so that an UPDATE counts the rows it matched
+    rather than the rows it changed (touch then reports a live key as found).
+    """
+    from asyncmy.constants import CLIENT
+
+    u = make_url(url)
+    return {
+        "host": u.host or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": u.username or "root",
+        "password": u.password or "",
+        "database": u.database,
+        "charset": str(u.query.get("charset", "utf8mb4")),
+        "autocommit": True,
+        "client_flag": CLIENT.FOUND_ROWS,
+        "init_command": MYSQL_SETUP,
+    }
 
 
 def normalized(url: str) -> str:

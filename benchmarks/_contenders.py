@@ -15,7 +15,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from _common import TABLE, TTL, asyncpg_dsn, dumps, is_postgres, now_ms, sqlite_path
+from _common import (
+    TABLE,
+    TTL,
+    asyncmy_args,
+    asyncpg_dsn,
+    dumps,
+    is_mysql,
+    is_postgres,
+    now_ms,
+    sqlite_path,
+)
 
 OPS = ("set_item", "get_item", "get_miss", "touch", "remove_item")
 
@@ -50,15 +60,16 @@ class Contender:
         await self.set(key, value)
 
 
-def _sql(table: str) -> dict[str, str]:
-    # The statements sqlsession runs, written out by hand for the raw drivers.
+def _sql(table: str, key: str = "key") -> dict[str, str]:
+    # The statements sqlsession runs, written out by hand for the raw drivers. `key` is
+    # the key column as the database spells it (MySQL reserves the word).
     live = "(expires_at IS NULL OR expires_at > {now})"
     return {
-        "set": f"INSERT INTO {table} (key, value, expires_at) VALUES ({{k}}, {{v}}, {{exp}}) "
+        "set": f"INSERT INTO {table} ({key}, value, expires_at) VALUES ({{k}}, {{v}}, {{exp}}) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-        "get": f"SELECT value FROM {table} WHERE key = {{k}} AND {live}",
-        "remove": f"DELETE FROM {table} WHERE key = {{k}}",
-        "touch": f"UPDATE {table} SET expires_at = {{exp}} WHERE key = {{k}} AND {live}",
+        "get": f"SELECT value FROM {table} WHERE {key} = {{k}} AND {live}",
+        "remove": f"DELETE FROM {table} WHERE {key} = {{k}}",
+        "touch": f"UPDATE {table} SET expires_at = {{exp}} WHERE {key} = {{k}} AND {live}",
     }
 
 
@@ -68,6 +79,21 @@ def _pg_sql(table: str) -> dict[str, str]:
         name: sql.format(k="$1", now="$2", v="$2", exp="$3")
         for name, sql in _sql(table).items()
     }
+
+
+def _mysql_sql(table: str) -> dict[str, str]:
+    """The statements for asyncmy, whose placeholders are positional ``%s``.
+
+    The parameters go in the order they appear: set (k, v, exp), get (k, now),
+    remove (k), touch (exp, k, now). The upsert is MySQL's; ``VALUES(col)`` rather than
+    MySQL 8.0.19's row alias, which MariaDB lacks (sqlsession writes it the same way).
+    """
+    sql = _sql(table, key="`key`")
+    sql["set"] = (
+        f"INSERT INTO {table} (`key`, value, expires_at) VALUES ({{k}}, {{v}}, {{exp}}) "
+        "ON DUPLICATE KEY UPDATE value = VALUES(value), expires_at = VALUES(expires_at)"
+    )
+    return {name: s.format(k="%s", now="%s", v="%s", exp="%s") for name, s in sql.items()}
 
 
 class SQLSession(Contender):
@@ -168,6 +194,78 @@ class AsyncpgPool(AsyncpgHeld):
         async with self.pool.acquire() as conn:
             status = await conn.execute(self.sql["touch"], key, now, now + int(TTL * 1000))
         return bool(status != "UPDATE 0")
+
+
+class AsyncmyHeld(Contender):
+    """asyncmy on one connection held for the whole run, in autocommit.
+
+    Keys are sent as the str they are: the key column is VARBINARY, and the server
+    converts the UTF-8 text, as it does for sqlsession's. Parameters are interpolated
+    on the client (asyncmy's text protocol), as they are under sqlsession, and each
+    statement runs on a fresh cursor, as sqlsession's fast path does.
+    """
+
+    name = "asyncmy (held connection)"
+    concurrent = False  # one MySQL connection runs one query at a time
+
+    def __init__(self, url: str) -> None:
+        self.connect_args = asyncmy_args(url)
+        self.sql = _mysql_sql(TABLE)
+
+    async def start(self, concurrency: int) -> None:
+        import asyncmy
+
+        self.conn = await asyncmy.connect(**self.connect_args)
+
+    async def stop(self) -> None:
+        await self.conn.ensure_closed()
+
+    async def _run(self, name: str, args: tuple[Any, ...], fetch: bool = False) -> Any:
+        return await self._execute(self.conn, name, args, fetch)
+
+    async def _execute(self, conn: Any, name: str, args: tuple[Any, ...], fetch: bool) -> Any:
+        async with conn.cursor() as cursor:
+            await cursor.execute(self.sql[name], args)
+            if not fetch:
+                return cursor.rowcount
+            row = await cursor.fetchone()
+        return None if row is None else row[0]
+
+    async def set(self, key: str, value: Any) -> None:
+        await self._run("set", (key, dumps(value), now_ms() + int(TTL * 1000)))
+
+    async def get(self, key: str) -> Any:
+        text = await self._run("get", (key, now_ms()), fetch=True)
+        return None if text is None else json.loads(text)
+
+    async def remove(self, key: str) -> None:
+        await self._run("remove", (key,))
+
+    async def touch(self, key: str) -> bool:
+        now = now_ms()
+        return bool(await self._run("touch", (now + int(TTL * 1000), key, now)))
+
+
+class AsyncmyPool(AsyncmyHeld):
+    """asyncmy's own pool (`asyncmy.create_pool`), one acquire per operation."""
+
+    name = "asyncmy (pool, acquire per op)"
+    concurrent = True
+
+    async def start(self, concurrency: int) -> None:
+        import asyncmy
+
+        self.pool = await asyncmy.create_pool(
+            minsize=concurrency, maxsize=concurrency, **self.connect_args
+        )
+
+    async def stop(self) -> None:
+        self.pool.close()
+        await self.pool.wait_closed()
+
+    async def _run(self, name: str, args: tuple[Any, ...], fetch: bool = False) -> Any:
+        async with self.pool.acquire() as conn:
+            return await self._execute(conn, name, args, fetch)
 
 
 class AiosqliteHeld(Contender):
@@ -295,7 +393,7 @@ class AdvancedAlchemy(Contender):
 
         # The same pool size sqlsession uses, so that neither side queues for connections.
         kwargs: dict[str, Any] = {"pool_size": max(concurrency, 5)}
-        if is_postgres(self.url):
+        if is_postgres(self.url) or is_mysql(self.url):
             kwargs["max_overflow"] = concurrency
         self.engine = create_async_engine(self.url, **kwargs)
         model = self.model()
@@ -340,6 +438,15 @@ class Django(Contender):
     TABLE = "bench_django_session"
 
     def __init__(self, url: str) -> None:
+        if is_mysql(url):
+            # Django's MySQL backend runs on mysqlclient (a C extension built against
+            # libmysqlclient), which the bench extra does not install.
+            try:
+                import MySQLdb  # noqa: F401
+            except ImportError as exc:
+                raise ImportError(
+                    f"{exc}; Django's MySQL backend needs mysqlclient (pip install mysqlclient)"
+                ) from exc
         self.url = url
 
     def _configure(self) -> None:
@@ -349,15 +456,19 @@ class Django(Contender):
 
         if not settings.configured:
             u = make_url(self.url)
-            if is_postgres(self.url):
+            if is_postgres(self.url) or is_mysql(self.url):
                 db = {
-                    "ENGINE": "django.db.backends.postgresql",
+                    "ENGINE": "django.db.backends."
+                    + ("postgresql" if is_postgres(self.url) else "mysql"),
                     "NAME": u.database,
                     "USER": u.username or "",
                     "PASSWORD": u.password or "",
                     "HOST": u.host or "",
                     "PORT": str(u.port or ""),
                 }
+                if is_mysql(self.url):
+                    # utf8mb4, and the isolation level sqlsession's connections use.
+                    db["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
             else:
                 db = {
                     "ENGINE": "django.db.backends.sqlite3",

@@ -34,15 +34,15 @@ async def _timed_gets(driver: Any, sample: list[str], into: list[int]) -> None:
         into.append(time.perf_counter_ns() - start)
 
 
-async def _get_p50s(url: str) -> dict[str, float]:
+async def _get_p50s(url: str, sizes: tuple[int, ...]) -> dict[str, float]:
     from sqlsession.drivers.sql import SQLDriver
 
     # The largest size uses the harness's own table; the others get tables of their own.
-    tables = {size: f"{TABLE}_{size}" if size != SIZES[-1] else TABLE for size in SIZES}
+    tables = {size: f"{TABLE}_{size}" if size != sizes[-1] else TABLE for size in sizes}
     expires = now_ms() + int(TTL * 1000)
     keys: dict[int, list[str]] = {}
     drivers: dict[int, Any] = {}
-    latencies: dict[int, list[int]] = {size: [] for size in SIZES}
+    latencies: dict[int, list[int]] = {size: [] for size in sizes}
     rng = random.Random(1)
     try:
         for size, table in tables.items():
@@ -67,17 +67,22 @@ async def _get_p50s(url: str) -> dict[str, float]:
         for table in tables.values():
             if table != TABLE:
                 await unmigrate(url, table)
-    return {f"get_p50_us_{s}": statistics.median(latencies[s]) / 1000 for s in SIZES}
+    return {f"get_p50_us_{s}": statistics.median(latencies[s]) / 1000 for s in sizes}
 
 
-async def run(url: str) -> dict[str, Any]:
+async def run(url: str, large: int = SIZES[-1], memory_ops: int = MEMORY_OPS) -> dict[str, Any]:
+    """Measure with `large` live rows in the big table and `memory_ops` operations.
+
+    The defaults are the published sizes; smaller ones are for trying the harness out.
+    """
     from sqlsession.drivers.sql import SQLDriver
 
-    out: dict[str, Any] = await _get_p50s(url)
-    small, large = (out[f"get_p50_us_{s}"] for s in SIZES)
-    out["get_p50_ratio"] = large / small if small else 0.0
+    sizes = (SIZES[0], large)
+    out: dict[str, Any] = await _get_p50s(url, sizes)
+    small_p50, large_p50 = (out[f"get_p50_us_{s}"] for s in sizes)
+    out["get_p50_ratio"] = large_p50 / small_p50 if small_p50 else 0.0
 
-    print(f"  --scale: RSS over {MEMORY_OPS:,} operations", file=sys.stderr)
+    print(f"  --scale: RSS over {memory_ops:,} operations", file=sys.stderr)
     await _load(url, [])
     keys = [f"m{i:05d}" for i in range(10_000)]
     values = [session_value(i) for i in range(100)]
@@ -95,22 +100,23 @@ async def run(url: str) -> dict[str, Any]:
             else:
                 await driver.remove_item(key)
 
-        for i in range(5_000):  # warm-up: pool, caches, allocator arenas
+        for i in range(min(5_000, memory_ops)):  # warm-up: pool, caches, allocator arenas
             await step(i)
         before = rss_bytes()
         sampler = RssSampler()
         sampler.start()
-        for i in range(MEMORY_OPS):
+        for i in range(memory_ops):
             await step(i)
         out["rss_peak_growth_mb"] = await sampler.stop()
         out["rss_end_growth_mb"] = (rss_bytes() - before) / 2**20
-        out["memory_ops"] = MEMORY_OPS
+        out["memory_ops"] = memory_ops
     return out
 
 
 def print_report(url: str, r: dict[str, Any]) -> None:
     print(f"\n{url} - table size and memory")
-    for size in SIZES:
+    sizes = sorted(int(k.rsplit("_", 1)[1]) for k in r if k.startswith("get_p50_us_"))
+    for size in sizes:
         print(f"  get_item p50, {size:>9,} live rows   {r[f'get_p50_us_{size}']:.0f} us")
     print(f"  ratio                                {r['get_p50_ratio']:.2f}x")
     print(

@@ -1,15 +1,19 @@
 """sqlsession's performance harness: sqlsession against raw drivers and peer stores.
 
     python benchmarks/run.py --url postgresql+asyncpg://root@127.0.0.1/test \
-        --url sqlite+aiosqlite:////tmp/bench.db --ops 5000 --concurrency 16 --json out.json
+        --url sqlite+aiosqlite:////tmp/bench.db --url mysql://root@127.0.0.1:3306/test \
+        --ops 5000 --concurrency 16 --json out.json
 
 Modes (combine them; with none, the operations are measured):
     --ops-mode   set_item, get_item (hit and miss), touch, remove_item for every contender,
                  sequential on one task, then `--concurrency` tasks.
-    --cleanup    1,000,000 expired rows among 100,000 live ones, then `cleanup()` while
-                 other tasks read and write live keys.
-    --scale      get_item p50 at 10,000 and at 1,000,000 live rows, and RSS over 100,000
-                 operations.
+    --cleanup    1,000,000 expired rows among 100,000 live ones (`--expired`, `--live`),
+                 then `cleanup()` while other tasks read and write live keys.
+    --scale      get_item p50 at 10,000 and at 1,000,000 live rows (`--scale-rows`), and
+                 RSS over 100,000 operations (`--memory-ops`).
+
+The raw drivers sqlsession is measured against: asyncpg on PostgreSQL, aiosqlite on
+SQLite, asyncmy on MySQL/MariaDB (``mysql://`` or ``mariadb://`` URLs).
 
 Every table the harness uses is its own (``bench_sessions`` and the peers'), created at
 the start and dropped at the end. It is not part of the test suite.
@@ -32,7 +36,16 @@ from typing import Any
 import _cleanup
 import _contenders as c
 import _scale
-from _common import TABLE, Timing, is_postgres, make_keys, migrate, normalized, session_value
+from _common import (
+    TABLE,
+    Timing,
+    is_mysql,
+    is_postgres,
+    make_keys,
+    migrate,
+    normalized,
+    session_value,
+)
 from _common import unmigrate as drop_table
 
 # Rounds per measurement: each contender runs each operation on 1/ROUNDS of the keys.
@@ -51,6 +64,8 @@ async def contenders_for(url: str, peers: bool) -> list[c.Contender]:
     found: list[c.Contender] = [c.SQLSession(url)]
     if is_postgres(url):
         found += [c.AsyncpgHeld(url), c.AsyncpgPool(url)]
+    elif is_mysql(url):
+        found += [c.AsyncmyHeld(url), c.AsyncmyPool(url)]
     else:
         found.append(c.AiosqliteHeld(url))
     if not peers:
@@ -61,7 +76,9 @@ async def contenders_for(url: str, peers: bool) -> list[c.Contender]:
         try:
             found.append(cls(url))
         except ImportError as exc:
-            print(f"  skipping {cls.name}: {exc} (pip install -e '.[bench]')", file=sys.stderr)
+            # A package outside the bench extra names its own install command.
+            hint = "" if "pip install" in str(exc) else " (pip install -e '.[bench]')"
+            print(f"  skipping {cls.name}: {exc}{hint}", file=sys.stderr)
     return found
 
 
@@ -249,7 +266,21 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="only sqlsession and raw drivers")
     parser.add_argument("--expired", type=int, default=1_000_000, help="expired rows in --cleanup")
     parser.add_argument("--live", type=int, default=100_000, help="live rows in --cleanup")
+    parser.add_argument(
+        "--scale-rows",
+        type=int,
+        default=_scale.SIZES[-1],
+        help="live rows of the large table in --scale (more than 10,000)",
+    )
+    parser.add_argument(
+        "--memory-ops",
+        type=int,
+        default=_scale.MEMORY_OPS,
+        help="operations of the RSS measurement in --scale",
+    )
     args = parser.parse_args(argv)
+    if args.scale_rows <= _scale.SIZES[0]:
+        parser.error(f"--scale-rows must be more than {_scale.SIZES[0]:,}")
     if not (args.ops_mode or args.cleanup or args.scale):
         args.ops_mode = True
     urls = [normalized(u) for u in (args.url or [])] or [
@@ -277,7 +308,7 @@ async def main(argv: list[str] | None = None) -> int:
                 result["cleanup"] = await _cleanup.run(url, args.expired, args.live)
                 _cleanup.print_report(url, result["cleanup"])
             if args.scale:
-                result["scale"] = await _scale.run(url)
+                result["scale"] = await _scale.run(url, args.scale_rows, args.memory_ops)
                 _scale.print_report(url, result["scale"])
         finally:
             await drop_table(url, TABLE)
