@@ -127,7 +127,7 @@ async def test_sqlite_writes_commit_on_an_engine_that_is_not_autocommit(sqlite_u
 
 
 async def test_greenlet_runner_reuses_greenlets_and_passes_errors_through() -> None:
-    from sqlalchemy.util import await_
+    from sqlalchemy.util import await_only as await_  # await_ in 2.1, await_only in 2.0
 
     runner = GreenletRunner()
 

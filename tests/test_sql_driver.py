@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from sqlsession import (
     ConfigError,
@@ -625,7 +626,9 @@ async def test_tasks_take_turns_on_a_busy_pool(url: str, operation: str) -> None
     # A task running operations back to back must not keep the only connection to
     # itself: the asyncio queue behind the pool would hand it straight back, and the
     # other tasks would wait until it is done (or until the pool's timeout).
-    engine = create_async_engine(normalize_url(url), pool_size=1, max_overflow=0)
+    engine = create_async_engine(
+        normalize_url(url), poolclass=AsyncAdaptedQueuePool, pool_size=1, max_overflow=0
+    )
     async with SQLDriver(engine=engine) as driver:
         await driver.set_item("k", 1)  # the one connection is open from here on
         done: list[int] = []

@@ -134,9 +134,11 @@ class SQLDriver(ExpiryMixin):
         self._fast = self._dialect.fast_path(
             self.engine, {name: getattr(self, f"_{name}") for name in _FAST}
         )
-        # What a fast-path operation may raise that is mapped to our errors.
-        self._fast_errors: tuple[type[BaseException], ...] = (
-            *(self._fast.errors if self._fast is not None else ()),
+        # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
+        # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
+        # let through.
+        self._database_errors: tuple[type[BaseException], ...] = (
+            *dialect.driver_errors(),
             SQLAlchemyError,
             OSError,
         )
@@ -402,7 +404,7 @@ class SQLDriver(ExpiryMixin):
             return await method(name, params)
         except SessionError:
             raise
-        except self._fast_errors as exc:
+        except self._database_errors as exc:
             raise self._storage_error(exc) from exc
 
     async def _run(
@@ -434,7 +436,7 @@ class SQLDriver(ExpiryMixin):
                 raise self._storage_error(exc) from exc
             except SessionError:
                 raise
-            except (SQLAlchemyError, OSError) as exc:
+            except self._database_errors as exc:
                 raise self._storage_error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -452,7 +454,7 @@ class SQLDriver(ExpiryMixin):
             try:
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
-            except (SQLAlchemyError, OSError) as exc:
+            except self._database_errors as exc:
                 error = self._storage_error(exc)
                 if isinstance(error, DatabaseUnavailableError):
                     raise error from exc

@@ -209,6 +209,15 @@ class SQLDialect:
     # -- errors --------------------------------------------------------------------
 
     @classmethod
+    def driver_errors(cls) -> tuple[type[BaseException], ...]:
+        """The database driver's own exception types.
+
+        SQLAlchemy 2.0 lets some of them through unwrapped (a failed connect on asyncpg,
+        for one), and the fast path raises them directly.
+        """
+        return ()
+
+    @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
         """What a database driver's error means (None: a plain failure)."""
         return None

@@ -178,6 +178,12 @@ class Dialect(SQLDialect):
         return _AsyncmyFastPath(engine, statements) if engine.dialect.driver == "asyncmy" else None
 
     @classmethod
+    def driver_errors(cls) -> tuple[type[BaseException], ...]:
+        from asyncmy.errors import MySQLError
+
+        return (MySQLError,)
+
+    @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
         code = _errno(error)
         if code == _MISSING_TABLE:
@@ -224,9 +230,7 @@ class _AsyncmyFastPath(FastPath):
     """`FastPath` on asyncmy connections."""
 
     def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
-        from asyncmy.errors import MySQLError
-
-        self.errors = (MySQLError, OSError)
+        self.errors = (*Dialect.driver_errors(), OSError)
         super().__init__(engine, statements)
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:

@@ -184,6 +184,12 @@ class Dialect(SQLDialect):
         return _AsyncpgFastPath(engine, statements) if engine.dialect.driver == "asyncpg" else None
 
     @classmethod
+    def driver_errors(cls) -> tuple[type[BaseException], ...]:
+        import asyncpg
+
+        return (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+    @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
         sqlstate = str(
             getattr(error, "sqlstate", None)
@@ -224,9 +230,7 @@ class _AsyncpgFastPath(FastPath):
     """`FastPath` on asyncpg connections."""
 
     def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
-        import asyncpg
-
-        self.errors = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+        self.errors = (*Dialect.driver_errors(), OSError)
         super().__init__(engine, statements)
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:

@@ -19,6 +19,7 @@ from sqlalchemy import Table, bindparam, delete, event, literal_column, select, 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
@@ -84,6 +85,8 @@ class Dialect(SQLDialect):
         engine = create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
+            # SQLAlchemy before 2.0.38 gives aiosqlite a NullPool by default.
+            poolclass=AsyncAdaptedQueuePool,
             pool_size=options.pool_size or cls.default_pool_size,
             max_overflow=0,
             pool_reset_on_return=None,
@@ -151,6 +154,10 @@ class Dialect(SQLDialect):
         return (
             _AiosqliteFastPath(engine, statements) if engine.dialect.driver == "aiosqlite" else None
         )
+
+    @classmethod
+    def driver_errors(cls) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error,)
 
     @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
