@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
+from ._dist import DISTRIBUTION
 from ._url import ENV_VAR, redact_url, resolve_url
 from ._validate import check_identifier, check_key
 from .errors import SchemaError, SessionError
@@ -307,7 +308,7 @@ def _parser() -> argparse.ArgumentParser:
         "inspection.",
         epilog="Exit codes: 0 success, 1 get found nothing, 2 usage error, 3 other failure.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     migrate = commands.add_parser(

@@ -385,6 +385,26 @@ def test_help_and_version_exit_0(cli: Cli, args: list[str]) -> None:
     assert "sqlsession" in result.out
 
 
+def test_version_names_the_distribution(cli: Cli) -> None:
+    from sqlsession import __version__
+
+    result = cli("--version")
+    assert (result.code, result.out) == (0, f"sqlsession-store {__version__}\n")
+
+
+def test_the_distribution_name_is_the_one_in_pyproject() -> None:
+    import importlib.metadata
+    import re
+
+    from sqlsession import __version__
+    from sqlsession._dist import DISTRIBUTION
+
+    # tomllib is 3.11+; the project's one name line is enough here.
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert re.findall(r'^name = "(.*)"$', pyproject, re.MULTILINE) == [DISTRIBUTION]
+    assert importlib.metadata.version(DISTRIBUTION) == __version__
+
+
 @pytest.mark.parametrize(
     ("args", "phrases"),
     [

@@ -57,7 +57,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     # Build with the test environment's hatchling when it has one: no download needed.
     offline = ["--no-isolation"] if importlib.util.find_spec("hatchling") else []
     run(sys.executable, "-m", "build", "--wheel", *offline, "--outdir", dist, ROOT)
-    (wheel,) = dist.glob("sqlsession-*.whl")
+    # The distribution is sqlsession-store; wheel names spell it with an underscore.
+    (wheel,) = dist.glob("sqlsession_store-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
         "sqlsession/_migrations/env.py",
@@ -70,6 +71,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         "sqlsession/web/asgi.py",
     } <= names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    dist_info = wheel.name.split("-py3")[0] + ".dist-info"
+    assert f"{dist_info}/licenses/LICENSE" in names
+    metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
+    assert "\nName: sqlsession-store\n" in metadata
+    assert "\nLicense-Expression: MIT\n" in metadata
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)

@@ -6,6 +6,7 @@ this module words it, with the URL already redacted by the caller.
 
 from __future__ import annotations
 
+from ..._dist import DISTRIBUTION
 from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError, StorageError
 from .dialects import ErrorKind, SQLDialect
 
@@ -66,5 +67,6 @@ def translate(
 def missing_driver(exc: ModuleNotFoundError, dialect: type[SQLDialect]) -> ConfigError:
     """The error for a database driver package that is not installed."""
     return ConfigError(
-        f"{dialect.title} needs the {exc.name} package: pip install 'sqlsession[{dialect.extra}]'."
+        f"{dialect.title} needs the {exc.name} package: "
+        f"pip install '{DISTRIBUTION}[{dialect.extra}]'."
     )
