@@ -22,9 +22,10 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import MetaData, Table, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.schema import DropTable
 
 from sqlsession._table import session_table, version_table_name
 from sqlsession._url import dialect_name, resolve_url
@@ -84,11 +85,33 @@ def configure(**options: Any) -> None:
     )
 
 
+def version_table() -> Table:
+    """This session table's alembic version table, enough of it to drop it."""
+    return Table(version_table_name(table), MetaData(), schema=schema)
+
+
+def drop_version_table_at_base(connection: Connection) -> None:
+    """Remove the version table once the session table is back at base.
+
+    alembic leaves an empty version table behind after ``downgrade base``; for
+    sqlsession, base means "nothing of sqlsession's in this database", so the table
+    that records the history goes with the table it describes. A run that only reads
+    (``alembic current``, `_migrate.current`) changes nothing.
+    """
+    migration = context.get_context()
+    if migration.opts.get("dont_mutate") or migration.get_current_heads():
+        return
+    version_table().drop(connection, checkfirst=True)
+
+
 def run_migrations_offline() -> None:
     """Write the migration SQL (``alembic upgrade head --sql``) instead of running it."""
     configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
+        # The script's last statement for a downgrade to base, as online runs do.
+        if context.get_revision_argument() is None and context.get_starting_revision_argument():
+            context.execute(DropTable(version_table()))
 
 
 def do_run_migrations(connection: Connection) -> None:
@@ -98,6 +121,7 @@ def do_run_migrations(connection: Connection) -> None:
         # Two deploys migrating the same table at once would both try to create it;
         # the second waits for the lock, then finds the work done.
         context.run_migrations()
+        drop_version_table_at_base(connection)
 
 
 async def run_async_migrations() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -64,6 +64,18 @@ async def execute(url: str, *statements: str) -> None:
                 await conn.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    async def read() -> set[str]:
+        engine = create_async_engine(resolve_url(url), poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
 
 
 @pytest.fixture(autouse=True)
@@ -162,6 +174,7 @@ def test_migrate_downgrade_and_migrate_again(cli: Cli, db: Db) -> None:
     result = run("downgrade", "base", *args)
     assert result.code == 0, result.err
     assert result.out.endswith("from 0001 to base (no table).\n")
+    assert not {db.table, version_table_name(db.table)} & table_names(db.url)
 
     result = run("migrate", "0001", *args)
     assert result.code == 0, result.err

@@ -164,8 +164,8 @@ def test_alembic_command_upgrades_downgrades_and_upgrades_again(db: Db) -> None:
 
     result = alembic_cli(*x, "downgrade", "base")
     assert result.returncode == 0, result.stderr
-    assert table not in db.table_names()
-    assert db.versions(version_table_name(table)) == []
+    # base means nothing of sqlsession's is left, the version table included.
+    assert not {table, version_table_name(table)} & db.table_names()
 
     result = alembic_cli(*x, "upgrade", "head")
     assert result.returncode == 0, result.stderr
@@ -192,10 +192,23 @@ def test_migrate_functions_upgrade_downgrade_and_upgrade_again(db: Db) -> None:
 
     _migrate.downgrade(db.url, table=table, revision="base")
     assert _migrate.current(db.url, table=table) is None
-    assert table not in db.table_names()
+    assert not {table, version_table_name(table)} & db.table_names()
 
     _migrate.upgrade(db.url, table=table, revision=SCHEMA_REVISION)
     assert _migrate.current(db.url, table=table) == SCHEMA_REVISION
+
+
+def test_reading_the_revision_of_an_unmigrated_table_creates_nothing(db: Db) -> None:
+    table = db.new_table()
+    assert _migrate.current(db.url, table=table) is None
+    assert not {table, version_table_name(table)} & db.table_names()
+
+
+def test_downgrade_to_a_revision_above_base_keeps_the_version_table(db: Db) -> None:
+    table = db.new_table()
+    _migrate.upgrade(db.url, table=table)
+    _migrate.downgrade(db.url, table=table, revision=SCHEMA_REVISION)  # nothing to undo
+    assert db.versions(version_table_name(table)) == [SCHEMA_REVISION]
 
 
 def test_current_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> None:
@@ -233,8 +246,8 @@ def test_two_session_tables_migrate_independently(db: Db) -> None:
     assert _migrate.current(db.url, table=first) is None
     assert _migrate.current(db.url, table=second) == SCHEMA_REVISION
     tables = db.table_names()
-    assert first not in tables
-    assert second in tables
+    assert not {first, version_table_name(first)} & tables
+    assert {second, version_table_name(second)} <= tables
 
     _migrate.upgrade(db.url, table=first)
     assert _migrate.current(db.url, table=first) == SCHEMA_REVISION
@@ -455,6 +468,23 @@ def test_offline_sql_names_the_table_its_version_table_and_the_collation() -> No
     assert "CREATE TABLE web_sessions_alembic_version" in sql
     assert 'key VARCHAR(255) COLLATE "C" NOT NULL' in sql
     assert "CREATE INDEX web_sessions_expires_at_idx ON web_sessions (expires_at)" in sql
+
+
+def test_offline_sql_of_a_downgrade_to_base_drops_the_version_table() -> None:
+    output = io.StringIO()
+    config = Config(
+        str(ROOT / "alembic.ini"),
+        output_buffer=output,
+        cmd_opts=argparse.Namespace(x=["url=postgresql://app@db/app", "table=web_sessions"]),
+    )
+    command.downgrade(config, f"{SCHEMA_REVISION}:base", sql=True)
+    statements = [line for line in output.getvalue().splitlines() if line.endswith(";")]
+    assert statements[-3:] == [
+        "DELETE FROM web_sessions_alembic_version WHERE "
+        f"web_sessions_alembic_version.version_num = '{SCHEMA_REVISION}';",
+        "DROP TABLE web_sessions_alembic_version;",
+        "COMMIT;",
+    ]
 
 
 # -- errors --------------------------------------------------------------------------
