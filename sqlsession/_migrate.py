@@ -25,6 +25,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+from ._dist import DISTRIBUTION
 from ._url import dialect_name, redact_url, resolve_url
 from ._validate import check_identifier
 from .drivers.sql import _errors
@@ -37,7 +38,15 @@ from .errors import (
     StorageError,
 )
 
-__all__ = ["current", "downgrade", "script_location", "upgrade"]
+__all__ = [
+    "alembic_ini",
+    "current",
+    "describe_table",
+    "downgrade",
+    "script_location",
+    "translate_error",
+    "upgrade",
+]
 
 T = TypeVar("T")
 DEFAULT_TABLE = "sqlsession"
@@ -59,8 +68,26 @@ def script_location() -> Path:
             return candidate
     raise ConfigError(
         f"sqlsession's migration scripts are missing (looked in {_PACKAGE / '_migrations'} "
-        f"and {_PACKAGE.parent / 'migrations'}); reinstall sqlsession."
+        f"and {_PACKAGE.parent / 'migrations'}); reinstall {DISTRIBUTION}."
     )
+
+
+def alembic_ini() -> Path:
+    """The alembic.ini that runs these scripts, for ``alembic -c`` and ``sqlsession alembic``.
+
+    Returns:
+        ``sqlsession/alembic.ini`` in an installed wheel (``script_location =
+        sqlsession:_migrations``), else the ``alembic.ini`` at the root of the source
+        checkout (``%(here)s/migrations``).
+
+    Raises:
+        ConfigError: neither exists (a broken install).
+    """
+    scripts = script_location()
+    ini = _PACKAGE / "alembic.ini" if scripts.parent == _PACKAGE else scripts.parent / "alembic.ini"
+    if not ini.is_file():
+        raise ConfigError(f"sqlsession's alembic.ini is missing ({ini}); reinstall {DISTRIBUTION}.")
+    return ini
 
 
 def upgrade(
@@ -151,8 +178,8 @@ def current(
     return found[0] if found else None
 
 
-def _describe(url: str | None, table: str, schema: str | None) -> str:
-    # "'schema.table' in <url without password>", for messages.
+def describe_table(url: str | None, table: str, schema: str | None) -> str:
+    """``'schema.table' in <url without password>``, for messages."""
     name = f"{schema}.{table}" if schema else table
     return f"{name!r} in {redact_url(resolve_url(url))}"
 
@@ -211,13 +238,13 @@ def _call(work: Callable[[], T], full_url: str, table: str, schema: str | None) 
     except SessionError:
         raise
     except Exception as exc:
-        raise _translate(exc, full_url, table, schema) from exc
+        raise translate_error(exc, full_url, table, schema) from exc
 
 
-def _translate(exc: Exception, full_url: str, table: str, schema: str | None) -> SessionError:
+def translate_error(exc: Exception, full_url: str, table: str, schema: str | None) -> SessionError:
     """Map an error from alembic, SQLAlchemy or a database driver to ours."""
     url = redact_url(full_url)
-    where = _describe(full_url, table, schema)
+    where = describe_table(full_url, table, schema)
     dialect: type[SQLDialect] = dialect_class(dialect_name(full_url))
     if isinstance(exc, ModuleNotFoundError) and exc.name == dialect.driver_package:
         return _errors.missing_driver(exc, dialect)

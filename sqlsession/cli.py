@@ -1,4 +1,4 @@
-"""The ``sqlsession`` command: migrate, downgrade, cleanup, stats and get.
+"""The ``sqlsession`` command: migrations, alembic's command line, cleanup, inspection.
 
 Exit codes: 0 success, 1 ``get`` found nothing, 2 usage error, 3 any other failure.
 Errors are one line on stderr. SQLAlchemy and alembic are imported by the commands
@@ -44,24 +44,37 @@ def main(argv: list[str] | None = None) -> int:
         The exit code: 0 success, 1 ``get`` found nothing, 2 usage error, 3 any other
         failure (described in one line on stderr).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["alembic"]:
+        # alembic parses its own arguments (options of its own, -x, subcommands).
+        return _guarded("alembic", lambda: _cmd_alembic(argv[1:]))
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return _exit_code(exc)
     command: Callable[[argparse.Namespace], int] = args.run
+    return _guarded(args.command, lambda: command(args))
+
+
+def _guarded(name: str, run: Callable[[], int]) -> int:
+    """Run a command; any error becomes one line on stderr and exit code 3."""
     try:
-        return command(args)
+        return run()
     except SessionError as exc:
-        return _fail(args, str(exc))
+        return _fail(name, str(exc))
     except KeyboardInterrupt:
-        return _fail(args, "interrupted.")
+        return _fail(name, "interrupted.")
     except Exception as exc:  # an error we did not foresee still gets one line
         return _fail(
-            args,
+            name,
             f"unexpected {type(exc).__name__}: {exc}. Please report this to the sqlsession "
             "issue tracker.",
         )
+
+
+def _exit_code(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else EXIT_USAGE
 
 
 # -- the commands --------------------------------------------------------------------
@@ -91,6 +104,24 @@ def _move(args: argparse.Namespace, step: Callable[..., None], verb: str) -> int
         _say(f"The session table {_where(args)} is already at migration {_rev(after)}.")
     else:
         _say(f"{verb} the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
+    return EXIT_OK
+
+
+def _cmd_alembic(argv: list[str]) -> int:
+    from . import _alembic_cli
+
+    try:
+        invocation = _alembic_cli.parse(argv)
+    except SystemExit as exc:  # alembic's --help and usage errors
+        return _exit_code(exc)
+    _alembic_cli.execute(invocation)
+    return EXIT_OK
+
+
+def _cmd_alembic_ini(args: argparse.Namespace) -> int:
+    from . import _migrate
+
+    _say(str(_migrate.alembic_ini()))
     return EXIT_OK
 
 
@@ -141,7 +172,7 @@ async def _cleanup_every(args: argparse.Namespace, driver: SQLDriver) -> int:
             except SchemaError:
                 raise
             except SessionError as exc:
-                _warn(args, f"{exc} Trying again in {args.every:g} s.")
+                _warn(args.command, f"{exc} Trying again in {args.every:g} s.")
             else:
                 _report_cleanup(args, deleted, skipped)
             with contextlib.suppress(asyncio.TimeoutError):
@@ -232,12 +263,12 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _warn(args: argparse.Namespace, message: str) -> None:
-    print(f"sqlsession {args.command}: error: {_one_line(message)}", file=sys.stderr, flush=True)
+def _warn(command: str, message: str) -> None:
+    print(f"sqlsession {command}: error: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
-    _warn(args, message)
+def _fail(command: str, message: str) -> int:
+    _warn(command, message)
     return EXIT_FAILURE
 
 
@@ -369,4 +400,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     get.add_argument("key", type=_key, metavar="KEY")
     get.set_defaults(run=_cmd_get)
+
+    # Listed for --help only: main() hands "alembic ..." to alembic's own parser.
+    commands.add_parser(
+        "alembic",
+        add_help=False,
+        help="alembic's own command line on sqlsession's migrations "
+        "(sqlsession alembic upgrade head, current, history, downgrade base, check; "
+        "see sqlsession alembic --help)",
+    )
+    alembic_ini = commands.add_parser(
+        "alembic-ini",
+        help="print the path of sqlsession's alembic.ini, for alembic -c PATH",
+        description="Print the path of the alembic.ini that runs sqlsession's migrations: "
+        'alembic -c "$(sqlsession alembic-ini)" -x url=... upgrade head',
+    )
+    alembic_ini.set_defaults(run=_cmd_alembic_ini)
     return parser

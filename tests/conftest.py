@@ -179,6 +179,26 @@ def mysql_url(mysql_database: str) -> str:
     return mysql_database
 
 
+def table_names(url: str) -> set[str]:
+    """The tables of the database `url` names (its default schema), from sync test code."""
+    from sqlalchemy import inspect
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from sqlsession._url import resolve_url
+
+    async def read() -> set[str]:
+        engine = create_async_engine(resolve_url(url), poolclass=NullPool)
+        try:
+            async with engine.connect() as conn:
+                return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        finally:
+            await engine.dispose()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, read()).result()
+
+
 def admin(url: str, *statements: str) -> None:
     """Run statements on the server database of `url` (PostgreSQL or MySQL)."""
     if url.startswith(("mysql", "mariadb")):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -29,7 +29,7 @@ from sqlsession._table import version_table_name
 from sqlsession._url import resolve_url
 from sqlsession.cli import main
 from sqlsession.drivers.sql import SQLDriver
-from tests.conftest import BIN, mysql_base_url, run_script
+from tests.conftest import BIN, mysql_base_url, run_script, table_names
 
 PG_ENV = "SQLSESSION_TEST_POSTGRES_URL"
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nothing"
@@ -64,18 +64,6 @@ async def execute(url: str, *statements: str) -> None:
                 await conn.execute(text(statement))
     finally:
         await engine.dispose()
-
-
-def table_names(url: str) -> set[str]:
-    async def read() -> set[str]:
-        engine = create_async_engine(resolve_url(url), poolclass=NullPool)
-        try:
-            async with engine.connect() as conn:
-                return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(read())
 
 
 @pytest.fixture(autouse=True)
