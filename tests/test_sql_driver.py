@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import subprocess
@@ -456,6 +457,34 @@ async def test_stats_counts_live_and_expired(url: str, clock: FakeClock) -> None
         await driver.set_item("c", 1, ttl=None)
         clock.advance(50)
         assert await driver.stats() == {"live": 2, "expired": 1}
+
+
+async def test_stats_counts_the_keys_with_a_prefix(url: str, clock: FakeClock) -> None:
+    async with SQLDriver(url, clock=clock) as driver:
+        for key in ("s:1", "s:2", "u:1", "t", "s"):
+            await driver.set_item(key, 1, ttl=None)
+        await driver.set_item("s:old", 1, ttl=1)
+        await driver.set_item("s_x", 1, ttl=None)  # _ is literal, not a wildcard
+        clock.advance(2)
+        assert await driver.stats("s:") == {"live": 2, "expired": 1}
+        assert await driver.stats("u:") == {"live": 1, "expired": 0}
+        assert await driver.stats("\U0010ffff") == {"live": 0, "expired": 0}
+        assert await driver.stats() == {"live": 6, "expired": 1}
+
+
+async def test_get_expiry(url: str, clock: FakeClock) -> None:
+    async with SQLDriver(url, clock=clock, ttl=60) as driver:
+        await driver.set_item("default", 1)
+        await driver.set_item("short", 1, ttl=10.5)
+        await driver.set_item("forever", None, ttl=None)
+        assert await driver.get_expiry("default") == clock.now + 60
+        assert await driver.get_expiry("short") == clock.now + 10.5
+        assert await driver.get_expiry("forever") == math.inf
+        assert await driver.get_expiry("absent") is None
+        clock.advance(11)
+        assert await driver.get_expiry("short") is None  # expired: as if absent
+        assert await driver.touch("default", ttl=5)
+        assert await driver.get_expiry("default") == clock.now + 5
 
 
 @pytest.mark.parametrize("backend", ["postgres", "mysql"])

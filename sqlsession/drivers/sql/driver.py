@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
@@ -192,11 +193,14 @@ class SQLDriver(ExpiryMixin):
         self._clear_all = delete(t)
         self._clear_from = delete(t).where(c.key >= key_param("low"))
         self._clear_range = delete(t).where(*in_range)
+        self._expiry_of = select(c.expires_at).where(c.key == key_param("k"), live)
         # COUNT(CASE ...) rather than FILTER, which MySQL lacks.
         self._stats = select(
             func.count(case((live, 1))).label("live"),
             func.count(case((c.expires_at <= bindparam("now"), 1))).label("expired"),
         ).select_from(t)
+        self._stats_from = self._stats.where(c.key >= key_param("low"))
+        self._stats_range = self._stats.where(*in_range)
         self._merge_write = (
             update(t)
             .where(c.key == key_param("k"))
@@ -261,6 +265,22 @@ class SQLDriver(ExpiryMixin):
             return [decode(key) for key in (await conn.execute(stmt, params)).scalars()]
 
         return await self._run(keys)
+
+    async def get_expiry(self, key: str) -> float | None:
+        """When the live item `key` expires.
+
+        Returns:
+            Seconds since the epoch (millisecond precision); ``math.inf`` when the item
+            never expires; None when there is no live item `key`.
+
+        Raises:
+            InvalidKeyError, SchemaError, StorageError: as for `get_item`.
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        row = await self._run(lambda conn: _first(conn, self._expiry_of, params))
+        if row is None:
+            return None
+        return math.inf if row[0] is None else row[0] / 1000
 
     async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
         """Set the expiry of a live `key` to now + `ttl` (None: never).
@@ -340,12 +360,18 @@ class SQLDriver(ExpiryMixin):
 
         return await self._run(run, transactional=True)
 
-    async def stats(self) -> dict[str, int]:
-        """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup)."""
-        params = {"now": self._now_ms()}
+    async def stats(self, prefix: str = "") -> dict[str, int]:
+        """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
+
+        Args:
+            prefix: count only the keys that start with it (``%`` and ``_`` match
+                literally), as `get_keys` lists them; "" counts every row.
+        """
+        stmt, params = self._prefix_query(prefix, self._stats, self._stats_from, self._stats_range)
+        params["now"] = self._now_ms()
 
         async def count(conn: AsyncConnection) -> dict[str, int]:
-            row = (await conn.execute(self._stats, params)).one()
+            row = (await conn.execute(stmt, params)).one()
             return {"live": int(row.live), "expired": int(row.expired)}
 
         return await self._run(count)
