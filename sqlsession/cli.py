@@ -1,6 +1,7 @@
 """The ``sqlsession`` command: migrations, alembic's command line, cleanup, inspection.
 
-Exit codes: 0 success, 1 ``get`` found nothing, 2 usage error, 3 any other failure.
+Exit codes: 0 success, 1 ``get``, ``show`` or ``delete`` found nothing, 2 usage error,
+3 any other failure.
 Errors are one line on stderr. SQLAlchemy and alembic are imported by the commands
 that need them, so ``sqlsession --help`` stays quick.
 """
@@ -13,6 +14,7 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments after the program name.
 
     Returns:
-        The exit code: 0 success, 1 ``get`` found nothing, 2 usage error, 3 any other
-        failure (described in one line on stderr).
+        The exit code: 0 success, 1 ``get``, ``show`` or ``delete`` found nothing, 2 usage
+        error, 3 any other failure (described in one line on stderr).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["alembic"]:
@@ -101,9 +103,11 @@ def _move(args: argparse.Namespace, step: Callable[..., None], verb: str) -> int
     step(args.url, revision=args.revision, **target)
     after = _migrate.current(args.url, **target)
     if before == after:
-        _say(f"The session table {_where(args)} is already at migration {_rev(after)}.")
+        _info(args, f"The session table {_where(args)} is already at migration {_rev(after)}.")
     else:
-        _say(f"{verb} the session table {_where(args)} from {_rev(before)} to {_rev(after)}.")
+        _info(
+            args, f"{verb} the session table {_where(args)} from {_rev(before)} to {_rev(after)}."
+        )
     return EXIT_OK
 
 
@@ -180,23 +184,25 @@ async def _cleanup_every(args: argparse.Namespace, driver: SQLDriver) -> int:
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
-    _say(f"Stopped cleaning up the session table {_where(args)}.")
+    _info(args, f"Stopped cleaning up the session table {_where(args)}.")
     return EXIT_OK
 
 
 def _report_cleanup(args: argparse.Namespace, deleted: int, skipped: bool) -> None:
     if skipped:
-        _say(f"Another cleanup of the session table {_where(args)} is running; nothing to do here.")
+        _info(
+            args,
+            f"Another cleanup of the session table {_where(args)} is running; nothing to do here.",
+        )
     else:
         noun = "session" if deleted == 1 else "sessions"
-        _say(f"Deleted {deleted} expired {noun} from {_where(args)}.")
+        _info(args, f"Deleted {deleted} expired {noun} from {_where(args)}.")
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    async def stats(driver: SQLDriver) -> dict[str, int]:
-        return await driver.stats()
+    from .web import _inspect
 
-    counts = _with_driver(args, stats)
+    counts = _with_driver(args, _inspect.counts)
     if args.json:
         _say(json.dumps(counts))
     else:
@@ -220,7 +226,76 @@ def _cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .web import _inspect
+
+    key = _inspect.session_key(args.cookie)
+    info = _with_driver(args, lambda driver: _inspect.read_session(driver, key, now_ms=_now_ms()))
+    if info is None:
+        _no_session(args)
+        return EXIT_NOT_FOUND
+    if args.json:
+        _say(json.dumps(_inspect.as_json(info, values=args.values)))
+    else:
+        _say("\n".join(_inspect.show_lines(info, values=args.values)))
+    return EXIT_OK
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from .web import _inspect
+
+    key = _inspect.session_key(args.cookie)
+
+    async def delete(driver: SQLDriver) -> bool:
+        if not await driver.has_item(key):
+            return False
+        await driver.remove_item(key)
+        return True
+
+    if not _with_driver(args, delete):
+        _no_session(args)
+        return EXIT_NOT_FOUND
+    _info(args, f"Deleted session {_inspect.session_label(key)} from {_where(args)}.")
+    return EXIT_OK
+
+
+def _no_session(args: argparse.Namespace) -> None:
+    # Neither the cookie nor its hash: both would let a reader of the terminal in.
+    message = f"no live session for that cookie in {_where(args)}."
+    print(f"sqlsession {args.command}: {message}", file=sys.stderr, flush=True)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .web import _inspect
+
+    listing = _with_driver(
+        args,
+        lambda driver: _inspect.list_sessions(
+            driver, user=args.user, limit=args.limit, now_ms=_now_ms()
+        ),
+    )
+    if args.json:
+        _say(json.dumps([_inspect.as_json(info, keys=False) for info in listing.sessions]))
+    elif listing.sessions:
+        _say("\n".join(_inspect.table_lines(listing.sessions)))
+    of_user = " of that user" if args.user is not None else ""
+    if not listing.sessions:
+        _note(args, f"no live sessions{of_user} in {_where(args)}.")
+    if listing.truncated:
+        _note(
+            args,
+            f"stopped at --limit {args.limit}; the table holds {listing.total} live sessions.",
+        )
+    if listing.unreadable:
+        _note(args, f"skipped {listing.unreadable} session rows sqlsession cannot read.")
+    return EXIT_OK
+
+
 # -- helpers -------------------------------------------------------------------------
+
+
+def _now_ms() -> int:
+    return round(time.time() * 1000)
 
 
 def _with_driver(args: argparse.Namespace, work: Callable[[SQLDriver], Awaitable[T]]) -> T:
@@ -263,6 +338,18 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _info(args: argparse.Namespace, line: str) -> None:
+    """A message about what was done, on stdout; --quiet leaves it out."""
+    if not args.quiet:
+        _say(line)
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    """A remark beside a command's output, on stderr; --quiet leaves it out."""
+    if not args.quiet:
+        print(f"sqlsession {args.command}: {message}", file=sys.stderr, flush=True)
+
+
 def _warn(command: str, message: str) -> None:
     print(f"sqlsession {command}: error: {_one_line(message)}", file=sys.stderr, flush=True)
 
@@ -294,6 +381,27 @@ def _key(value: str) -> str:
         return check_key(value)
     except SessionError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cookie(value: str) -> str:
+    from .web import _ids
+
+    # As copied from a browser's cookie list, or as NAME=VALUE from a Cookie header.
+    candidate = value.strip().strip('"')
+    candidate = candidate.rpartition("=")[2]
+    if not _ids.is_well_formed(candidate):
+        # The value is not repeated: it may be a real cookie with a typo.
+        raise argparse.ArgumentTypeError(
+            "must be the session cookie's value: 43 characters of A-Z, a-z, 0-9, _ and - "
+            "(or NAME=VALUE)"
+        )
+    return candidate
+
+
+def _user(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("must be a non-empty user id")
+    return value
 
 
 def _seconds(value: str) -> float:
@@ -332,12 +440,19 @@ def _parser() -> argparse.ArgumentParser:
         type=_identifier("--schema"),
         help="PostgreSQL schema of the table (default: the search path)",
     )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only errors and the requested data (no progress messages, no notes)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="sqlsession",
         description="Manage a sqlsession table: migrations, cleanup of expired sessions, "
         "inspection.",
-        epilog="Exit codes: 0 success, 1 get found nothing, 2 usage error, 3 other failure.",
+        epilog="Exit codes: 0 success, 1 get, show or delete found nothing, 2 usage error, "
+        "3 other failure.",
     )
     parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -385,18 +500,74 @@ def _parser() -> argparse.ArgumentParser:
     stats = commands.add_parser(
         "stats",
         parents=[common],
-        help="count live and expired sessions",
-        description="Count live sessions and expired ones awaiting cleanup.",
+        help="count sessions, users and expired rows",
+        description="Count live web sessions, live user rows (one per user bound with "
+        "bind_user), every live row, and expired rows awaiting cleanup.",
     )
-    stats.add_argument("--json", action="store_true", help='print {"live": N, "expired": M}')
+    stats.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"sessions": N, "users": U, "live": L, "expired": E}',
+    )
     stats.set_defaults(run=_cmd_stats)
+
+    show = commands.add_parser(
+        "show",
+        parents=[common],
+        help="show the session a cookie names",
+        description="Show the web session a session cookie names: when it was created, "
+        "last seen and expires, its bound user (as a label) and its keys. Neither the "
+        "cookie nor its hash is printed; values only with --values. Exit 1 when there is "
+        "no live session for the cookie.",
+    )
+    show.add_argument(
+        "cookie", type=_cookie, metavar="COOKIE_VALUE", help="the session cookie's value"
+    )
+    show.add_argument("--values", action="store_true", help="print the keys' values too")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(run=_cmd_show)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="delete the session a cookie names",
+        description="Delete the web session a session cookie names (the visitor gets a "
+        "new, empty session). Exit 1 when there is no live session for the cookie.",
+    )
+    delete.add_argument(
+        "cookie", type=_cookie, metavar="COOKIE_VALUE", help="the session cookie's value"
+    )
+    delete.set_defaults(run=_cmd_delete)
+
+    list_ = commands.add_parser(
+        "list",
+        parents=[common],
+        help="list sessions, one line each",
+        description="List web sessions, newest activity first: a label (not an id), "
+        "created, last seen, expiry and the bound user's label, in UTC. Reads at most "
+        "--limit sessions; which ones is arbitrary (they are stored under hashes).",
+    )
+    list_.add_argument(
+        "--user", type=_user, metavar="USER", help="only the sessions bound to this user id"
+    )
+    list_.add_argument(
+        "--limit",
+        type=_batch_size,
+        default=100,
+        metavar="N",
+        help="read at most N sessions (default: %(default)s)",
+    )
+    list_.add_argument("--json", action="store_true", help="print a JSON array")
+    list_.set_defaults(run=_cmd_list)
 
     get = commands.add_parser(
         "get",
         parents=[common],
-        help="print a session's value as JSON",
-        description="Print the value stored under KEY as JSON (null for a stored None); "
-        "exit 1 when there is no live item.",
+        help="print the value stored under a raw driver KEY as JSON",
+        description="Print the value stored under the driver key KEY as JSON (null for a "
+        "stored None); exit 1 when there is no live item. KEY is the raw storage key: a "
+        "web session is stored under s: and the SHA-256 of its cookie, so use "
+        "'sqlsession show COOKIE_VALUE' for those.",
     )
     get.add_argument("key", type=_key, metavar="KEY")
     get.set_defaults(run=_cmd_get)

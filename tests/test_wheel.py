@@ -119,7 +119,7 @@ def test_migrate_from_an_installed_wheel_in_an_empty_directory(installed: Instal
     assert version == [("0001",)]
 
     stats = run(sqlsession, "stats", "--json", "--url", "sqlite:///x.db", cwd=empty).stdout
-    assert json.loads(stats) == {"live": 0, "expired": 0}
+    assert json.loads(stats) == {"sessions": 0, "users": 0, "live": 0, "expired": 0}
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_migrate_mysql_from_an_installed_wheel(installed: Installed, mysql_datab
         result = run(installed.sqlsession, "migrate", *args, cwd=installed.empty)
         assert "from base (no table) to 0001" in result.stdout
         stats = run(installed.sqlsession, "stats", "--json", *args, cwd=installed.empty).stdout
-        assert json.loads(stats) == {"live": 0, "expired": 0}
+        assert json.loads(stats) == {"sessions": 0, "users": 0, "live": 0, "expired": 0}
         result = run(installed.sqlsession, "downgrade", "base", *args, cwd=installed.empty)
         assert "from 0001 to base (no table)" in result.stdout
     finally:
