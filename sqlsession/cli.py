@@ -46,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         The exit code: 0 success, 1 ``get``, ``show`` or ``delete`` found nothing, 2 usage
         error, 3 any other failure (described in one line on stderr).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["alembic"]:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["alembic"]:
         # alembic parses its own arguments (options of its own, -x, subcommands).
-        return _guarded("alembic", lambda: _cmd_alembic(argv[1:]))
+        return _guarded("alembic", lambda: _cmd_alembic(given[1:]))
+    if given[:1] in (["show"], ["delete"]):
+        given = [_cookie_argument(arg) for arg in given]
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(given)
     except SystemExit as exc:  # --help, --version and usage errors
         return _exit_code(exc)
     command: Callable[[argparse.Namespace], int] = args.run
@@ -381,6 +383,17 @@ def _key(value: str) -> str:
         return check_key(value)
     except SessionError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cookie_argument(arg: str) -> str:
+    """Keep argparse from reading a cookie value that starts with "-" as an option.
+
+    One id in 64 does; ``=VALUE`` (the NAME=VALUE form with no name) is a positional
+    argument to argparse, and `_cookie` takes what follows the "=".
+    """
+    from .web import _ids
+
+    return f"={arg}" if arg.startswith("-") and _ids.is_well_formed(arg) else arg
 
 
 def _cookie(value: str) -> str:

@@ -199,6 +199,26 @@ def test_a_cookie_may_be_given_as_name_value(
     assert result.out.startswith(f"session    {log_label(sessions.cart)}\n")
 
 
+@pytest.mark.parametrize("command", ["show", "delete"])
+def test_a_cookie_that_starts_with_a_dash_is_not_an_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    # One session id in 64 starts with "-", which argparse would take for an option.
+    cookie = "-" + "Ab_9" * 10 + "xZ"
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    assert main(["migrate", "-q", "--url", url]) == 0
+
+    async def store() -> None:
+        async with SQLDriver(url) as driver:
+            await driver.set_item(storage_key(cookie), {"created": 1, "seen": 2}, ttl=60)
+
+    asyncio.run(store())
+    result = cli(capsys, command, cookie, "--url", url)
+    assert result.code == 0, result.err
+    assert log_label(cookie) in result.out
+    no_secrets(result, cookie)
+
+
 def test_list_prints_one_line_per_session_newest_first(
     capsys: pytest.CaptureFixture[str], sessions: Sessions
 ) -> None:
