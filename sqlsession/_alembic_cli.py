@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -173,7 +174,8 @@ def execute(invocation: Invocation) -> None:
     """
     options = invocation.options
     full_url = resolve_url(invocation.url)
-    config = Config(file_=str(_migrate.alembic_ini()), cmd_opts=options)
+    # stdout as it is now: alembic's default is the one it found when it was imported.
+    config = Config(file_=str(_migrate.alembic_ini()), cmd_opts=options, stdout=sys.stdout)
     # The scripts this sqlsession runs with `sqlsession migrate`, wherever it is installed;
     # config options go through configparser interpolation, so % is written %%.
     config.set_main_option("script_location", str(_migrate.script_location()).replace("%", "%%"))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode
 
 from .errors import ConfigError
 
 ENV_VAR = "SQLSESSION_URL"
-DEFAULT_URL = "sqlite+aiosqlite:///sqlsession.db"
+DEFAULT_FILE = "sqlsession.db"
+DEFAULT_URL = f"sqlite+aiosqlite:///{DEFAULT_FILE}"
+
+UrlOrigin = Literal["given", "environment", "default"]
 
 # The URL table: every scheme we accept, mapped to the async driver that serves it. The
 # part before "+" names the dialect module (sqlsession/drivers/sql/dialects/<name>.py).
@@ -85,6 +89,18 @@ def _libpq_to_asyncpg(rest: str) -> str:
     return f"{location}?{urlencode(pairs)}"
 
 
+def url_origin(url: str | None) -> UrlOrigin:
+    """Where `resolve_url` takes the URL from: `url` itself, ``$SQLSESSION_URL``, or the default."""
+    if url is not None:
+        return "given"
+    return "environment" if os.environ.get(ENV_VAR) else "default"
+
+
+def default_database_path() -> str:
+    """The absolute path of the default SQLite file, ``sqlsession.db`` in the working directory."""
+    return os.path.abspath(DEFAULT_FILE)
+
+
 def resolve_url(url: str | None) -> str:
     """Return the normalised URL: `url`, else ``$SQLSESSION_URL``, else the SQLite default."""
     if url is None:
@@ -93,10 +109,18 @@ def resolve_url(url: str | None) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password in a URL before it goes into an error message."""
+    """Hide the passwords in a URL (``user:password@`` and ``password=`` in the query)."""
     scheme, sep, rest = url.partition("://")
+    # The last @ ends the user info, whatever a password holds (/, ? or @ unescaped).
     userinfo, at, host = rest.rpartition("@")
     if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{host}"
-    return url
+        userinfo = f"{userinfo.split(':', 1)[0]}:***"
+    location, question, query = host.partition("?")
+    if question:
+        query = "&".join(_redact_parameter(part) for part in query.split("&"))
+    return f"{scheme}{sep}{userinfo}{at}{location}{question}{query}"
+
+
+def _redact_parameter(part: str) -> str:
+    name, equals, _value = part.partition("=")
+    return f"{name}=***" if equals and name.lower() == "password" else part

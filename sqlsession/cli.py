@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 from ._dist import DISTRIBUTION
-from ._url import ENV_VAR, redact_url, resolve_url
+from ._url import ENV_VAR, default_database_path, redact_url, resolve_url, url_origin
 from ._validate import check_identifier, check_key
 from .errors import SchemaError, SessionError
 
@@ -58,7 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return _exit_code(exc)
     command: Callable[[argparse.Namespace], int] = args.run
+    if hasattr(args, "url"):
+        _announce(args.url, quiet=args.quiet)
     return _guarded(args.command, lambda: command(args))
+
+
+def _announce(url: str | None, *, quiet: bool) -> None:
+    """Say on stderr which database a command uses when no --url named it."""
+    origin = url_origin(url)
+    if origin == "given" or quiet:
+        return
+    if origin == "environment":
+        note = f"using {redact_url(os.environ[ENV_VAR])} (from {ENV_VAR})"
+    else:
+        note = f"using sqlite:///{default_database_path()} (no --url and no {ENV_VAR})"
+    print(f"sqlsession: {note}", file=sys.stderr, flush=True)
 
 
 def _guarded(name: str, run: Callable[[], int]) -> int:
@@ -120,6 +135,7 @@ def _cmd_alembic(argv: list[str]) -> int:
         invocation = _alembic_cli.parse(argv)
     except SystemExit as exc:  # alembic's --help and usage errors
         return _exit_code(exc)
+    _announce(invocation.url, quiet=invocation.quiet)
     _alembic_cli.execute(invocation)
     return EXIT_OK
 

@@ -131,13 +131,22 @@ def fill(db: Db) -> None:
     asyncio.run(go())
 
 
-def one_line_error(run: Run, *phrases: str) -> None:
+NOTE = "sqlsession: using "
+
+
+def one_line_error(run: Run, *phrases: str, note: bool = False) -> None:
+    """Exit 3, one line of error on stderr; with `note`, after the line naming the database.
+
+    `note` is for commands run without --url: they say which database they use first.
+    """
     assert run.code == 3, run
     assert run.out == ""
-    assert run.err.count("\n") == 1, run.err
+    lines = run.err.splitlines(keepends=True)
+    assert [line.startswith(NOTE) for line in lines] == [*([True] if note else []), False], run.err
+    assert lines[-1].count("\n") == 1
     assert "Traceback" not in run.err
     for phrase in phrases:
-        assert phrase in run.err
+        assert phrase in lines[-1]
 
 
 def sqlsession(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -431,7 +440,7 @@ def test_the_distribution_name_is_the_one_in_pyproject() -> None:
     ],
 )
 def test_failures_exit_3_with_one_line(cli: Cli, args: list[str], phrases: list[str]) -> None:
-    one_line_error(cli(*args), *phrases)
+    one_line_error(cli(*args), *phrases, note="--url" not in args)
 
 
 def test_a_missing_table_exits_3_and_says_to_migrate(cli: Cli, db: Db) -> None:
@@ -448,6 +457,60 @@ def test_password_is_hidden_in_errors(cli: Cli, scheme: str) -> None:
     assert "s3cret" not in result.err
 
 
+def test_a_password_in_the_query_is_hidden_too(cli: Cli) -> None:
+    result = cli("stats", "--url", "postgresql://app@127.0.0.1:1/app?password=s3cret&ssl=disable")
+    one_line_error(result, "?password=***&ssl=disable")
+    assert "s3cret" not in result.err
+
+
+# -- which database ------------------------------------------------------------------
+
+
+def test_without_url_the_default_database_is_named_on_stderr(cli: Cli, tmp_path: Path) -> None:
+    result = cli("stats")
+    lines = result.err.splitlines()
+    assert lines[0] == (
+        f"sqlsession: using sqlite:///{tmp_path / 'sqlsession.db'} (no --url and no SQLSESSION_URL)"
+    )
+    # The error says that no URL was given and where SQLSESSION_URL comes in, rather than
+    # only suggesting to create the file.
+    one_line_error(result, "No database URL was given", "Set SQLSESSION_URL", note=True)
+    assert not (tmp_path / "sqlsession.db").exists()
+
+
+def test_a_url_from_the_environment_is_named_redacted(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SQLSESSION_URL", "postgresql://app:s3cret@127.0.0.1:1/app")
+    result = cli("stats", "--json")
+    assert result.err.splitlines()[0] == (
+        "sqlsession: using postgresql://app:***@127.0.0.1:1/app (from SQLSESSION_URL)"
+    )
+    assert "s3cret" not in result.err
+    monkeypatch.setenv("SQLSESSION_URL", f"sqlite:///{tmp_path / 'absent.db'}")
+    result = cli("stats")
+    one_line_error(result, "(from $SQLSESSION_URL) does not exist", "sqlsession migrate", note=True)
+
+
+def test_a_given_url_or_quiet_prints_no_note(cli: Cli, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = cli("migrate", "--url", url)
+    assert (result.code, result.err) == (0, "")
+    result = cli("migrate", "-q")
+    assert (result.code, result.out, result.err) == (0, "", "")
+    result = cli("stats", "--quiet", "--json")
+    assert result.err == ""
+    assert json.loads(result.out)["live"] == 0
+
+
+def test_the_alembic_command_names_the_database_too(cli: Cli, tmp_path: Path) -> None:
+    result = cli("alembic", "history")
+    assert result.code == 0, result.err
+    assert result.err.startswith(
+        f"sqlsession: using sqlite:///{tmp_path / 'sqlsession.db'} (no --url and no SQLSESSION_URL)"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "phrase"),
@@ -462,7 +525,9 @@ def test_the_installed_script_prints_one_line_and_no_traceback(
 ) -> None:
     assert main(["migrate", "--url", f"sqlite:///{tmp_path / 'sqlsession.db'}"]) == 0
     result = run_script("sqlsession", *args, cwd=tmp_path)
-    one_line_error(Run(result.returncode, result.stdout, result.stderr), phrase)
+    one_line_error(
+        Run(result.returncode, result.stdout, result.stderr), phrase, note="--url" not in args
+    )
 
 
 @pytest.mark.slow

@@ -36,7 +36,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ... import _codec, _validate
 from ..._sql_options import SQLOptions
 from ..._table import SCHEMA_REVISION, session_table, version_table_name
-from ..._url import dialect_name, redact_url, resolve_url
+from ..._url import (
+    DEFAULT_FILE,
+    ENV_VAR,
+    UrlOrigin,
+    dialect_name,
+    redact_url,
+    resolve_url,
+    url_origin,
+)
 from ...errors import DatabaseUnavailableError, SchemaError, SessionError
 from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
 from . import _errors
@@ -116,11 +124,13 @@ class SQLDriver(ExpiryMixin):
             # Each operation commits on its own, whatever the given engine's default is;
             # the copy shares the engine's pool.
             self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-            self.url = engine.url.render_as_string(hide_password=True)
+            self.url = redact_url(engine.url.render_as_string(hide_password=True))
+            self._url_origin: UrlOrigin = "given"
         else:
             self._owns_engine = True
             full_url = resolve_url(url)
             self.url = redact_url(full_url)
+            self._url_origin = url_origin(url)
             dialect = dialect_class(dialect_name(full_url))
             dialect.check_options(options)
             try:
@@ -473,10 +483,7 @@ class SQLDriver(ExpiryMixin):
             if self._database_file is not None and not os.path.exists(  # noqa: ASYNC240 - one stat, once per driver
                 self._database_file
             ):
-                raise SchemaError(
-                    f"The {self._dialect.title} database {self._database_file!r} does not "
-                    f"exist. Create it with: {self._migrate_hint()}"
-                )
+                raise SchemaError(self._missing_file_message(self._database_file))
             try:
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
@@ -517,6 +524,23 @@ class SQLDriver(ExpiryMixin):
     def _where(self) -> str:
         table = f"{self.schema}.{self.table_name}" if self.schema else self.table_name
         return f"{table!r} in {self.url}"
+
+    def _missing_file_message(self, path: str) -> str:
+        title = self._dialect.title
+        if self._url_origin == "default":
+            # The likely mistake is a URL that never arrived, not a database to create.
+            return (
+                f"The {title} database {path!r} does not exist. No database URL was given "
+                f"(no url, no --url and no ${ENV_VAR}), so sqlsession used its default, "
+                f"{DEFAULT_FILE} in the working directory. Set {ENV_VAR} (or url= / --url) "
+                "to your database's URL; to keep the sessions in this file instead, create "
+                "it with: sqlsession migrate"
+            )
+        origin = f" (from ${ENV_VAR})" if self._url_origin == "environment" else ""
+        return (
+            f"The {title} database {path!r}{origin} does not exist. Create it with: "
+            f"{self._migrate_hint()}"
+        )
 
     def _migrate_hint(self) -> str:
         schema = f" --schema {self.schema}" if self.schema else ""
