@@ -567,3 +567,86 @@ async def test_websocket_reads_the_session(memory: MemoryDriver, clock: FakeCloc
 def test_get_session_without_the_middleware() -> None:
     with pytest.raises(LookupError, match="SessionMiddleware"):
         get_session({"type": "http"})
+
+
+# -- Secure cookies over plain http --------------------------------------------------
+
+# Starlette's TestClient, as app tests use it. Starlette 1.x wants httpx2 for it (a dev
+# dependency from Python 3.11 on, where httpx2 exists) and warns when it falls back to httpx.
+uses_testclient = pytest.mark.filterwarnings(
+    "ignore:Using `httpx` with `starlette.testclient` is deprecated"
+)
+
+
+async def count(request: Request) -> Response:
+    request.session["n"] = request.session.get("n", 0) + 1
+    return JSONResponse(request.session["n"])
+
+
+def plain_http_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "sqlsession" and "plain http" in r.message]
+
+
+@uses_testclient
+def test_a_secure_cookie_over_http_to_testserver_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from starlette.testclient import TestClient
+
+    app = make_app(MemoryDriver(), [Route("/count", count)])
+    with caplog.at_level(logging.WARNING, logger="sqlsession"), TestClient(app) as client:
+        first = client.get("/count")
+        second = client.get("/count")
+        client.get("/count")
+    # What the warning is about: TestClient (http://testserver) kept the Secure cookie
+    # to itself, so every request started a new session.
+    assert (first.json(), second.json()) == (1, 1)
+    (record,) = plain_http_warnings(caplog)
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert "'testserver'" in message
+    assert "https_only=False" in message
+    assert "base_url='https://testserver'" in message
+    session_id = first.cookies["session"]
+    assert session_id not in caplog.text
+
+
+@uses_testclient
+@pytest.mark.parametrize(
+    ("base_url", "options"),
+    [
+        ("http://testserver", {"https_only": False}),
+        ("https://testserver", {}),
+        ("http://localhost", {}),
+        ("http://127.0.0.1:8000", {}),
+        ("http://[::1]:8000", {}),
+        ("http://app.localhost", {}),
+    ],
+)
+def test_no_warning_where_the_cookie_is_kept(
+    caplog: pytest.LogCaptureFixture, base_url: str, options: dict[str, Any]
+) -> None:
+    from starlette.testclient import TestClient
+
+    app = make_app(MemoryDriver(), [Route("/count", count)], **options)
+    with (
+        caplog.at_level(logging.WARNING, logger="sqlsession"),
+        TestClient(app, base_url=base_url) as client,
+    ):
+        client.get("/count")
+        counted = client.get("/count").json()
+    assert plain_http_warnings(caplog) == []
+    if base_url.startswith("https") or options:
+        assert counted == 2  # the cookie came back
+
+
+@uses_testclient
+def test_a_request_that_sets_no_cookie_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from starlette.testclient import TestClient
+
+    with (
+        caplog.at_level(logging.WARNING, logger="sqlsession"),
+        TestClient(make_app(MemoryDriver())) as client,
+    ):
+        assert client.get("/").json() == {}
+    assert plain_http_warnings(caplog) == []

@@ -43,6 +43,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ERROR_BODY = b"Internal Server Error"
+# Hosts where browsers accept a Secure cookie over plain http (a "potentially
+# trustworthy" origin); anywhere else they drop it.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 class SessionMiddleware:
@@ -115,6 +118,7 @@ class SessionMiddleware:
             if isinstance(driver, SessionDriverConfig)
             else SessionStore(driver, **self._options)
         )
+        self._warned_plain_http = False
 
     def _get_store(self) -> SessionStore:
         # Created on first use rather than in __init__, so a server that imports the app
@@ -189,6 +193,8 @@ class SessionMiddleware:
                     headers = list(message.get("headers", []))
                     if change is not None:
                         headers.append((b"set-cookie", self._set_cookie(change)))
+                        if change.session_id is not None:
+                            self._warn_if_dropped(scope)
                     # The response depends on the session (even an empty one: what a
                     # visitor without a cookie sees), so a shared cache must not serve
                     # it to a request with another cookie.
@@ -203,10 +209,48 @@ class SessionMiddleware:
                 return  # the app was stopped by the OSError above; the 500 is out and logged
             raise
 
+    def _warn_if_dropped(self, scope: Scope) -> None:
+        """Log once when a Secure cookie goes out over plain http to a non-local host.
+
+        The browser (or Starlette's TestClient, on http://testserver) drops such a
+        cookie, so every request starts a new session, silently, unless someone says so.
+        """
+        if self._warned_plain_http or not self.cookie.https_only or scope.get("scheme") != "http":
+            return
+        host = _request_host(scope)
+        if host is None or host in _LOCAL_HOSTS or host.endswith(".localhost"):
+            return
+        self._warned_plain_http = True
+        logger.warning(
+            "SessionMiddleware set a Secure session cookie on a plain http request to %r: "
+            "browsers and test clients (Starlette's TestClient on http://testserver) drop "
+            "Secure cookies that arrive over http, so the session will not come back. In "
+            "tests, pass https_only=False to SessionMiddleware or use an https base URL "
+            "(TestClient(app, base_url='https://testserver')); behind a proxy that ends "
+            "TLS, have the server trust its X-Forwarded-Proto (uvicorn --proxy-headers "
+            "--forwarded-allow-ips=...). This is logged once.",
+            host,
+        )
+
     def _set_cookie(self, change: CookieChange) -> bytes:
         if change.session_id is None:
             return self.cookie.expire_header()
         return self.cookie.set_header(change.session_id, change.max_age)
+
+
+def _request_host(scope: Scope) -> str | None:
+    """The host the client addressed (the Host header, else the server), without a port."""
+    host: str | None = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = bytes(value).decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server")
+        return str(server[0]).lower() if server else None
+    if host.startswith("["):  # an IPv6 address: [::1]:8000
+        return host[1:].partition("]")[0].lower()
+    return host.partition(":")[0].lower()
 
 
 def _add_vary_cookie(headers: list[Any]) -> None:
