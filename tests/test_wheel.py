@@ -1,4 +1,9 @@
-"""The built wheel carries the migrations: ``sqlsession migrate`` works in an empty directory.
+"""The built wheel works as users install it, from an empty directory.
+
+``sqlsession migrate``, ``sqlsession alembic ...`` and ``alembic -c "$(sqlsession
+alembic-ini)"`` migrate with the scripts inside the wheel; ``show``, ``list`` and
+``delete`` read sessions the wheel's web layer wrote; an application's own alembic
+autogenerate keeps sqlsession's tables with the wheel's ``sqlsession.alembic`` filter.
 
 The wheel is built from this checkout and installed, without its dependencies, into a
 new virtual environment. The dependencies (SQLAlchemy, alembic, aiosqlite) are lent
@@ -22,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import admin_mysql
+from .conftest import admin_mysql, admin_sql, postgres_base_url, table_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +53,8 @@ class Installed:
 
     sqlsession: Path
     empty: Path
+    python: Path
+    site: Path
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +76,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         "sqlsession/drivers/sql/dialects/postgresql.py",
         "sqlsession/drivers/sql/dialects/sqlite.py",
         "sqlsession/web/asgi.py",
+        "sqlsession/web/_inspect.py",
+        "sqlsession/alembic.ini",
+        "sqlsession/alembic.py",
+        "sqlsession/_alembic_cli.py",
     } <= names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     dist_info = wheel.name.split("-py3")[0] + ".dist-info"
@@ -100,7 +111,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         str(Path(site.strip()) / "sqlsession" / "_migrations"),
     ]
 
-    return Installed(venv / "bin" / "sqlsession", empty)
+    return Installed(venv / "bin" / "sqlsession", empty, python, Path(site.strip()))
 
 
 @pytest.mark.slow
@@ -139,3 +150,212 @@ def test_migrate_mysql_from_an_installed_wheel(installed: Installed, mysql_datab
             f"DROP TABLE IF EXISTS {table}",
             f"DROP TABLE IF EXISTS {table}_alembic_version",
         )
+
+
+def fresh(tmp_path: Path, name: str = "work") -> Path:
+    """An empty directory of the test's own (the module's `empty` is shared)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    return folder
+
+
+def tables_of(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        found = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    return found
+
+
+@pytest.mark.slow
+def test_version_names_the_distribution(installed: Installed) -> None:
+    result = run(installed.sqlsession, "--version", cwd=installed.empty)
+    assert result.stdout == "sqlsession-store 0.1.0\n"
+
+
+@pytest.mark.slow
+def test_sqlsession_alembic_from_the_wheel_in_an_empty_directory(
+    installed: Installed, tmp_path: Path
+) -> None:
+    work = fresh(tmp_path)
+    url = ["--url", "sqlite:///w.db"]
+
+    result = run(installed.sqlsession, "alembic", *url, "upgrade", "head", cwd=work)
+    assert "Running upgrade  -> 0001" in result.stderr  # alembic's own log
+    assert "sqlsession: using" not in result.stderr  # --url was given
+    assert tables_of(work / "w.db") >= {"sqlsession", "sqlsession_alembic_version"}
+
+    result = run(installed.sqlsession, "alembic", "current", *url, cwd=work)
+    assert result.stdout == "0001 (head)\n"
+    result = run(installed.sqlsession, "alembic", "history", cwd=work)
+    assert "<base> -> 0001 (head), Create the session table" in result.stdout
+    # No --url: the command says which database it would use.
+    assert result.stderr.startswith(
+        f"sqlsession: using sqlite:///{work / 'sqlsession.db'} (no --url and no SQLSESSION_URL)"
+    )
+    result = run(installed.sqlsession, "alembic", *url, "check", cwd=work)
+    assert result.stdout == "No new upgrade operations detected.\n"
+
+    run(installed.sqlsession, "alembic", *url, "downgrade", "base", cwd=work)
+    assert tables_of(work / "w.db") == set()  # the version table went too
+    assert sorted(p.name for p in work.iterdir() if not p.name.startswith("w.db-")) == ["w.db"]
+
+
+@pytest.mark.slow
+def test_sqlsession_alembic_from_the_wheel_on_postgresql(installed: Installed) -> None:
+    url = postgres_base_url()
+    table = "w_" + uuid.uuid4().hex[:12]
+    args = ["--url", url, "--table", table]
+    try:
+        run(installed.sqlsession, "alembic", *args, "upgrade", "head", cwd=installed.empty)
+        result = run(installed.sqlsession, "alembic", *args, "current", cwd=installed.empty)
+        assert result.stdout == "0001 (head)\n"
+        run(installed.sqlsession, "alembic", *args, "check", cwd=installed.empty)
+        run(installed.sqlsession, "alembic", *args, "downgrade", "base", cwd=installed.empty)
+        assert not {table, f"{table}_alembic_version"} & table_names(url)
+    finally:
+        admin_sql(
+            url, f"DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_alembic_version"
+        )
+
+
+@pytest.mark.slow
+def test_alembic_with_the_wheels_ini(installed: Installed, tmp_path: Path) -> None:
+    ini = run(installed.sqlsession, "alembic-ini", cwd=installed.empty).stdout.strip()
+    assert ini == str(installed.site / "sqlsession" / "alembic.ini")
+    work = fresh(tmp_path)
+    x = ["-x", "url=sqlite:///a.db"]
+    run(installed.python, "-m", "alembic", "-c", ini, *x, "upgrade", "head", cwd=work)
+    assert tables_of(work / "a.db") >= {"sqlsession", "sqlsession_alembic_version"}
+    run(installed.python, "-m", "alembic", "-c", ini, *x, "downgrade", "base", cwd=work)
+    assert tables_of(work / "a.db") == set()
+
+
+MAKE_SESSIONS = """
+import asyncio, json
+from sqlsession.drivers.sql import SQLDriver
+from sqlsession.web import SessionStore
+
+async def main():
+    async with SQLDriver("sqlite:///s.db") as driver:
+        store = SessionStore(driver)
+        made = []
+        for user in (None, "alice"):
+            session = await store.load([])
+            if user:
+                session.bind_user(user)
+            session["cart"] = ["apple"]
+            made.append((await store.commit(session)).session_id)
+        print(json.dumps(made))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_show_list_and_delete_from_the_wheel(installed: Installed, tmp_path: Path) -> None:
+    work = fresh(tmp_path)
+    url = ["--url", "sqlite:///s.db"]
+    run(installed.sqlsession, "migrate", *url, cwd=work)
+    anonymous, alice = json.loads(run(installed.python, "-c", MAKE_SESSIONS, cwd=work).stdout)
+
+    shown = run(installed.sqlsession, "show", anonymous, *url, cwd=work).stdout
+    assert shown.splitlines()[-1] == "keys       cart"
+    assert anonymous not in shown
+    listed = run(installed.sqlsession, "list", *url, cwd=work).stdout.splitlines()
+    assert len(listed) == 3  # the header and two sessions
+    shown = json.loads(run(installed.sqlsession, "show", alice, "--json", *url, cwd=work).stdout)
+    assert shown["user"]["signed_in"] is True
+
+    run(installed.sqlsession, "delete", alice, *url, cwd=work)
+    result = subprocess.run(
+        [installed.sqlsession, "show", alice, *url],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    stats = run(installed.sqlsession, "stats", "--json", *url, cwd=work).stdout
+    assert json.loads(stats) == {"sessions": 1, "users": 0, "live": 1, "expired": 0}
+
+
+APP_INI = """
+[alembic]
+script_location = %(here)s/app_migrations
+path_separator = os
+"""
+
+APP_ENV = """
+import asyncio
+
+from alembic import context
+from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from sqlsession.alembic import include_object
+
+target_metadata = MetaData()
+Table(
+    "app_users",
+    target_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(50)),
+)
+filtered = context.get_x_argument(as_dictionary=True).get("filter") == "on"
+
+
+def run(connection):
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        **({"include_object": include_object} if filtered else {}),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def main():
+    engine = create_async_engine("sqlite+aiosqlite:///app.db", poolclass=NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(run)
+    await engine.dispose()
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_an_apps_autogenerate_with_the_wheels_filter(installed: Installed, tmp_path: Path) -> None:
+    import alembic
+
+    work = fresh(tmp_path)
+    run(installed.sqlsession, "migrate", "--url", "sqlite:///app.db", cwd=work)
+    run(installed.sqlsession, "migrate", "--url", "sqlite:///app.db", "--table", "web", cwd=work)
+    project = work / "app_migrations"
+    (project / "versions").mkdir(parents=True)
+    (project / "env.py").write_text(APP_ENV)
+    template = Path(alembic.__file__).parent / "templates" / "generic" / "script.py.mako"
+    (project / "script.py.mako").write_text(template.read_text())
+    (work / "app.ini").write_text(APP_INI)
+
+    def autogenerate(filter_: str, rev: str) -> str:
+        run(
+            installed.python, "-m", "alembic", "-c", "app.ini", "-x", f"filter={filter_}",
+            "revision", "--autogenerate", "-m", rev, "--rev-id", rev, cwd=work,
+        )  # fmt: skip
+        script = project / "versions" / f"{rev}_{rev}.py"
+        text = script.read_text()
+        script.unlink()  # the next run compares against the same database again
+        return text
+
+    unfiltered = autogenerate("off", "a1")
+    for table in ("sqlsession", "sqlsession_alembic_version", "web", "web_alembic_version"):
+        assert f"op.drop_table('{table}')" in unfiltered
+    filtered = autogenerate("on", "a2")
+    assert "op.create_table('app_users'" in filtered
+    for table in ("sqlsession", "web"):
+        assert f"'{table}'" not in filtered
+        assert f"'{table}_alembic_version'" not in filtered
