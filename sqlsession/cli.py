@@ -500,8 +500,8 @@ def _parser() -> argparse.ArgumentParser:
         "downgrade",
         parents=[common],
         help="migrate the session table down ('base' drops it)",
-        description="Migrate the session table down to REVISION; 'base' drops the table "
-        "and every session in it.",
+        description="Migrate the session table down to REVISION; 'base' drops the table, "
+        "every session in it, and its version table.",
     )
     downgrade.add_argument("revision", metavar="REVISION")
     downgrade.set_defaults(run=_cmd_downgrade)
