@@ -29,9 +29,9 @@ __all__ = ["PROG", "Invocation", "execute", "parse"]
 
 PROG = "sqlsession alembic"
 DEFAULT_TABLE = "sqlsession"
-# alembic commands that create or edit revision files: here those would be the files
-# of the installed package.
-_REFUSED = frozenset({"init", "revision", "merge", "edit", "list_templates"})
+# alembic commands that create or edit migration scripts: here those would be the files
+# of the installed package (or, for init, a second environment nobody asked for).
+_REFUSED = frozenset({"init", "revision", "merge", "edit"})
 
 
 @dataclass(frozen=True)
