@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from alembic.config import CommandLine, Config
@@ -21,7 +20,7 @@ from alembic.util import CommandError
 
 from . import _migrate
 from ._url import ENV_VAR, resolve_url
-from ._validate import check_identifier
+from .cli import identifier_arg
 from .drivers.sql._errors import first_line
 from .errors import ConfigError, SessionError
 
@@ -57,16 +56,6 @@ class Invocation:
         return bool(self.options.quiet)
 
 
-def _identifier(what: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        try:
-            return check_identifier(value, what=what)
-        except SessionError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return check
-
-
 def _add_own_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # On the subcommands too, so they may follow the alembic command as with every other
     # sqlsession command; SUPPRESS there keeps a subcommand's default from overwriting
@@ -84,7 +73,7 @@ def _add_own_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--table",
         dest="sqlsession_table",
         metavar="TABLE",
-        type=_identifier("--table"),
+        type=identifier_arg("--table"),
         default=default,
         help=f"session table (default: {DEFAULT_TABLE})",
     )
@@ -92,7 +81,7 @@ def _add_own_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--schema",
         dest="sqlsession_schema",
         metavar="SCHEMA",
-        type=_identifier("--schema"),
+        type=identifier_arg("--schema"),
         default=default,
         help="PostgreSQL schema of the table (default: the search path)",
     )

@@ -384,7 +384,9 @@ def _one_line(message: str) -> str:
 # -- argument parsing ----------------------------------------------------------------
 
 
-def _identifier(what: str) -> Callable[[str], str]:
+def identifier_arg(what: str) -> Callable[[str], str]:
+    """An argparse type that accepts a table or schema name (`what` names the option)."""
+
     def check(value: str) -> str:
         try:
             return check_identifier(value, what=what)
@@ -461,12 +463,12 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--table",
         default="sqlsession",
-        type=_identifier("--table"),
+        type=identifier_arg("--table"),
         help="session table (default: %(default)s)",
     )
     where.add_argument(
         "--schema",
-        type=_identifier("--schema"),
+        type=identifier_arg("--schema"),
         help="PostgreSQL schema of the table (default: the search path)",
     )
     common.add_argument(
