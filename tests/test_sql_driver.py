@@ -670,3 +670,50 @@ async def test_tasks_take_turns_on_a_busy_pool(url: str, operation: str) -> None
         await asyncio.gather(*(worker(n) for n in range(3)))
     await engine.dispose()
     assert sorted(set(done[:9])) == [0, 1, 2], done
+
+
+async def test_a_mysql_deadlock_is_run_once_more(mysql_url: str) -> None:
+    # A real deadlock between the driver's connection and another one: the server rolls
+    # the lighter transaction (the driver's, one row) back with error 1213, and the
+    # driver runs the work again instead of failing the operation.
+    async with SQLDriver(mysql_url, pool_size=1) as driver, SQLDriver(mysql_url) as other:
+        for key in ("a", "b", *(f"heavy{i}" for i in range(50))):
+            await driver.set_item(key, 0)
+        attempts = 0
+        other_has_b = asyncio.Event()
+        others: list[asyncio.Task[None]] = []
+
+        async def heavy() -> None:
+            async with other.engine.connect() as conn:
+                await conn.execute(text("SET SESSION autocommit = 0"))
+                # Many rows changed: InnoDB picks the other transaction as the victim.
+                await conn.execute(
+                    text("UPDATE sqlsession SET value = '1' WHERE `key` LIKE 'heavy%'")
+                )
+                await conn.execute(text("UPDATE sqlsession SET value = '1' WHERE `key` = 'b'"))
+                other_has_b.set()
+                await conn.execute(text("UPDATE sqlsession SET value = '1' WHERE `key` = 'a'"))
+                await conn.execute(text("COMMIT"))
+
+        async def work(conn: Any) -> str:
+            nonlocal attempts
+            attempts += 1
+            await conn.execute(text("SET SESSION autocommit = 0"))
+            try:
+                await conn.execute(text("UPDATE sqlsession SET value = '2' WHERE `key` = 'a'"))
+                if attempts == 1:
+                    others.append(asyncio.create_task(heavy()))
+                    await other_has_b.wait()
+                    await asyncio.sleep(0.2)  # the other now waits for 'a'
+                await conn.execute(text("UPDATE sqlsession SET value = '2' WHERE `key` = 'b'"))
+                await conn.execute(text("COMMIT"))
+            finally:
+                await conn.execute(text("SET SESSION autocommit = 1"))
+            return "done"
+
+        assert await driver._run(work, transactional=True) == "done"
+        assert attempts == 2
+        await others[0]  # the other transaction went through once the victim let go
+        assert await driver.get_item("heavy0") == 1
+        assert await driver.get_item("a") == 2  # the retry's write came last
+        assert await driver.get_item("b") == 2
