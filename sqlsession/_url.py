@@ -109,7 +109,7 @@ def resolve_url(url: str | None) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide the passwords in a URL (``user:password@`` and ``password=`` in the query)."""
+    """Hide the passwords in a URL: ``user:password@``, and ``password=`` or ``passwd=``."""
     scheme, sep, rest = url.partition("://")
     # The last @ ends the user info, whatever a password holds (/, ? or @ unescaped).
     userinfo, at, host = rest.rpartition("@")
@@ -123,4 +123,4 @@ def redact_url(url: str) -> str:
 
 def _redact_parameter(part: str) -> str:
     name, equals, _value = part.partition("=")
-    return f"{name}=***" if equals and name.lower() == "password" else part
+    return f"{name}=***" if equals and name.lower() in ("password", "passwd") else part

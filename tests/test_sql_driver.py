@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import secrets
@@ -39,6 +40,17 @@ from .conftest import (
     mysql_base_url,
     postgres_base_url,
 )
+
+
+class _AnyInt:
+    def __eq__(self, other: object) -> bool:
+        return type(other) is int
+
+    def __repr__(self) -> str:
+        return "<any int>"
+
+
+ANY_INT: Any = _AnyInt()
 
 
 def dialect_of(driver: SQLDriver) -> Any:
@@ -717,3 +729,30 @@ async def test_a_mysql_deadlock_is_run_once_more(mysql_url: str) -> None:
         assert await driver.get_item("heavy0") == 1
         assert await driver.get_item("a") == 2  # the retry's write came last
         assert await driver.get_item("b") == 2
+
+
+async def test_cancelled_merges_leave_the_pool_healthy(url: str) -> None:
+    # Cancellation is routine (a client goes away, an asyncio.timeout): a merge cancelled
+    # at any point must not leave a broken connection in the pool for later operations.
+    async with SQLDriver(url, pool_size=2) as driver:
+        await driver.set_item("c", {"n": 0})
+        for i in range(90):
+            operation = (driver.merge_item("c", {"n": i}), driver.get_keys(), driver.stats())
+            task = asyncio.create_task(operation[i % 3])
+            for unused in operation[: i % 3] + operation[i % 3 + 1 :]:
+                unused.close()
+            await asyncio.sleep((i % 4) / 1000)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        async def afterwards() -> None:
+            for _ in range(5):
+                assert await driver.get_keys() == ["c"]
+                assert await driver.merge_item("c", {"done": True}) == {
+                    "n": ANY_INT,
+                    "done": True,
+                }
+
+        # Quickly: a lock left behind would make these wait (SQLite's busy timeout is 30 s).
+        await asyncio.wait_for(afterwards(), 10)

@@ -47,7 +47,7 @@ def translate(
     kind, message = describe(exc, dialect)
     if kind is ErrorKind.MISSING_TABLE:
         return SchemaError(missing_table)
-    if kind is ErrorKind.UNAVAILABLE:
+    if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
         return DatabaseUnavailableError(
             f"Cannot reach the session database {url}: {message}. {_UNAVAILABLE_HINT}"
         )

@@ -148,8 +148,9 @@ class SQLDriver(ExpiryMixin):
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
+        self._driver_errors = dialect.driver_errors()
         self._database_errors: tuple[type[BaseException], ...] = (
-            *dialect.driver_errors(),
+            *self._driver_errors,
             SQLAlchemyError,
             OSError,
         )
@@ -347,7 +348,19 @@ class SQLDriver(ExpiryMixin):
                 await conn.execute(write, {"k": key, "v": _codec.encode(key, merged), "exp": exp})
             return merged
 
-        return await self._run(merge, transactional=True)
+        # Not `transactional`: a merge lost with its connection runs once more, which is
+        # safe because applying the same set and delete twice gives the same dict.
+        running = asyncio.ensure_future(self._run(merge))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # The transaction is short but holds a row lock (on SQLite the database's only
+            # write lock): cancelled in the middle, its connection would be dropped with
+            # the lock still held until the driver thread gets round to closing it, and
+            # every writer would wait out its busy timeout. It finishes (or fails) on its
+            # own instead; the caller is cancelled all the same.
+            running.add_done_callback(_retrieve)
+            raise
 
     async def cleanup(self) -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
@@ -451,28 +464,37 @@ class SQLDriver(ExpiryMixin):
     ) -> T:
         """Run `work` on a pooled connection, mapping database errors to ours.
 
-        A connection the server dropped is replaced and single-statement work is tried
-        once more (every such operation here is idempotent); so is any work a deadlock
-        rolled back.
+        Unless `transactional`, work on a connection the server dropped is tried once more
+        on a fresh one (every such operation here is idempotent); so is any work a
+        deadlock rolled back.
         """
         if not self._ready:
             await self._check_schema()
         for attempt in (1, 2):
             try:
                 async with self.engine.connect() as conn:
-                    result = await work(conn)
+                    try:
+                        result = await work(conn)
+                    except self._driver_errors as exc:
+                        # Raised by the database driver past SQLAlchemy's error handling
+                        # (setting the isolation level, say): the connection is not
+                        # marked invalid unless we do it.
+                        if self._kind(exc) is ErrorKind.LOST:
+                            await conn.invalidate()
+                        raise
                     drained = pool_drained(self.engine.sync_engine.pool)
                 await give_way(drained)
                 return result
-            except DBAPIError as exc:
-                if attempt == 1 and (
-                    (exc.connection_invalidated and not transactional) or self._conflict(exc)
-                ):
-                    continue
-                raise self._storage_error(exc) from exc
             except SessionError:
                 raise
             except self._database_errors as exc:
+                lost = self._kind(exc) is ErrorKind.LOST or (
+                    isinstance(exc, DBAPIError) and exc.connection_invalidated
+                )
+                if attempt == 1 and (
+                    (lost and not transactional) or self._kind(exc) is ErrorKind.CONFLICT
+                ):
+                    continue
                 raise self._storage_error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -546,8 +568,8 @@ class SQLDriver(ExpiryMixin):
         schema = f" --schema {self.schema}" if self.schema else ""
         return f"sqlsession migrate --url {self.url} --table {self.table_name}{schema}"
 
-    def _conflict(self, exc: BaseException) -> bool:
-        return _errors.describe(exc, type(self._dialect))[0] is ErrorKind.CONFLICT
+    def _kind(self, exc: BaseException) -> ErrorKind | None:
+        return _errors.describe(exc, type(self._dialect))[0]
 
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""
@@ -561,6 +583,12 @@ class SQLDriver(ExpiryMixin):
         if isinstance(error, SchemaError):
             self._ready = False
         return error
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Collect the outcome of work nobody awaits any more, so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _first(conn: AsyncConnection, stmt: Any, params: dict[str, Any]) -> Any:

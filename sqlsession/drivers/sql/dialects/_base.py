@@ -41,6 +41,7 @@ __all__ = [
     "on_conflict_upsert",
     "reset_only_open_transactions",
     "then",
+    "undo_quietly",
 ]
 
 
@@ -49,6 +50,7 @@ class ErrorKind(enum.Enum):
 
     MISSING_TABLE = "missing table"
     UNAVAILABLE = "unavailable"  # refused, down, starting, bad credentials, no database
+    LOST = "lost connection"  # dropped by the server: a fresh connection may do
     CONFLICT = "conflict"  # deadlock or serialization failure: safe to run again
     LOCK_TIMEOUT = "lock timeout"
     ALREADY_EXISTS = "already exists"
@@ -245,14 +247,26 @@ async def then(conn: AsyncConnection, undo: Executable) -> AsyncIterator[None]:
     try:
         yield
     except BaseException:
-        if not conn.invalidated:
-            try:
-                await conn.execute(undo)
-            except Exception:
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
+        await undo_quietly(conn, lambda: conn.execute(undo))
         raise
     await conn.execute(undo)
+
+
+async def undo_quietly(conn: AsyncConnection, undo: Callable[[], Awaitable[Any]]) -> None:
+    """After a failure on `conn`, run `undo` (a rollback, an unlock) without masking it.
+
+    A connection the failure invalidated (a cancelled statement) is skipped: it is
+    closed anyway, which ends its transaction and whatever it held. One on which `undo`
+    fails is thrown away rather than pooled, and the original failure stays the one the
+    caller sees.
+    """
+    if conn.invalidated:
+        return
+    try:
+        await undo()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
 
 
 async def _let_others_in(_elapsed: float) -> None:

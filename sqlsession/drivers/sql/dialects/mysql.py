@@ -34,6 +34,7 @@ from ._base import (
     key_param,
     lock_id,
     then,
+    undo_quietly,
 )
 
 if TYPE_CHECKING:
@@ -132,7 +133,11 @@ class Dialect(SQLDialect):
         rollback = engine.dialect.do_rollback
 
         def do_rollback(dbapi_connection: Any) -> None:
-            if dbapi_connection._connection.get_transaction_status():
+            connection = dbapi_connection._connection
+            # A connection asyncmy closed (a cancelled query) still reports the status of
+            # its last answer: roll it back all the same, so the failure has the pool
+            # throw it away instead of handing it out again.
+            if not connection.connected or connection.get_transaction_status():
                 rollback(dbapi_connection)
 
         engine.dialect.do_rollback = do_rollback  # type: ignore[method-assign]
@@ -157,7 +162,7 @@ class Dialect(SQLDialect):
             await conn.execute(self._claim, {"k": key})
             yield (await conn.execute(self._read_locked, {"k": key})).one()
         except BaseException:
-            await conn.rollback()
+            await undo_quietly(conn, conn.rollback)
             raise
         await conn.commit()
 
@@ -188,6 +193,8 @@ class Dialect(SQLDialect):
         code = _errno(error)
         if code == _MISSING_TABLE:
             return ErrorKind.MISSING_TABLE
+        if code in _LOST:
+            return ErrorKind.LOST
         if code in _UNAVAILABLE or isinstance(error, OSError):
             return ErrorKind.UNAVAILABLE
         if code == _CONFLICT:
@@ -242,7 +249,11 @@ class _AsyncmyFastPath(FastPath):
             return None if row is None else row[0]
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
-        return not conn.connected or isinstance(exc, OSError) or _errno(exc) in _LOST
+        return (
+            not conn.connected
+            or isinstance(exc, OSError)
+            or Dialect.classify(exc) is ErrorKind.LOST
+        )
 
     def _conflict(self, exc: BaseException) -> bool:
-        return _errno(exc) == _CONFLICT
+        return Dialect.classify(exc) is ErrorKind.CONFLICT

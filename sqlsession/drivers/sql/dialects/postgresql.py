@@ -29,6 +29,7 @@ from ._base import (
     lock_id,
     on_conflict_upsert,
     then,
+    undo_quietly,
 )
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class Dialect(SQLDialect):
         try:
             yield (await conn.execute(self._lock_row, {"k": key})).one()
         except BaseException:
-            await conn.rollback()
+            await undo_quietly(conn, conn.rollback)
             raise
         await conn.commit()
 

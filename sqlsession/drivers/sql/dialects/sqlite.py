@@ -34,6 +34,7 @@ from ._base import (
     on_conflict_upsert,
     reset_only_open_transactions,
     then,
+    undo_quietly,
 )
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class Dialect(SQLDialect):
         try:
             yield (await conn.execute(self._read, {"k": key})).first()
         except BaseException:
-            await conn.exec_driver_sql("ROLLBACK")
+            await undo_quietly(conn, lambda: conn.exec_driver_sql("ROLLBACK"))
             raise
         await conn.exec_driver_sql("COMMIT")
 
