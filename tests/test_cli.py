@@ -463,6 +463,14 @@ def test_a_password_in_the_query_is_hidden_too(cli: Cli) -> None:
     assert "s3cret" not in result.err
 
 
+def test_mysqls_passwd_spelling_is_hidden_too() -> None:
+    from sqlsession._url import redact_url
+
+    assert (
+        redact_url("mysql://root@db/app?passwd=s3cret&x=1") == "mysql://root@db/app?passwd=***&x=1"
+    )
+
+
 # -- which database ------------------------------------------------------------------
 
 
