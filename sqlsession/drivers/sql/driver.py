@@ -350,17 +350,7 @@ class SQLDriver(ExpiryMixin):
 
         # Not `transactional`: a merge lost with its connection runs once more, which is
         # safe because applying the same set and delete twice gives the same dict.
-        running = asyncio.ensure_future(self._run(merge))
-        try:
-            return await asyncio.shield(running)
-        except asyncio.CancelledError:
-            # The transaction is short but holds a row lock (on SQLite the database's only
-            # write lock): cancelled in the middle, its connection would be dropped with
-            # the lock still held until the driver thread gets round to closing it, and
-            # every writer would wait out its busy timeout. It finishes (or fails) on its
-            # own instead; the caller is cancelled all the same.
-            running.add_done_callback(_retrieve)
-            raise
+        return await self._run(merge)
 
     async def cleanup(self) -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
@@ -381,7 +371,7 @@ class SQLDriver(ExpiryMixin):
             self.last_cleanup_skipped = deleted is None
             return deleted or 0
 
-        return await self._run(run, transactional=True)
+        return await self._run(run, transactional=True, interruptible=True)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
@@ -461,13 +451,29 @@ class SQLDriver(ExpiryMixin):
         work: Callable[[AsyncConnection], Awaitable[T]],
         *,
         transactional: bool = False,
+        interruptible: bool = False,
     ) -> T:
         """Run `work` on a pooled connection, mapping database errors to ours.
 
         Unless `transactional`, work on a connection the server dropped is tried once more
         on a fresh one (every such operation here is idempotent); so is any work a
-        deadlock rolled back.
+        deadlock rolled back. Unless `interruptible`, a cancelled caller is cancelled at
+        once but the work runs to its end: cancelled in the middle of a statement, the
+        connection would be dropped without being closed, holding what it held (SQLite's
+        write lock inside a merge, until every writer had waited out its busy timeout).
         """
+        if interruptible:
+            return await self._run_now(work, transactional=transactional)
+        running = asyncio.ensure_future(self._run_now(work, transactional=transactional))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            running.add_done_callback(_retrieve)
+            raise
+
+    async def _run_now(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+    ) -> T:
         if not self._ready:
             await self._check_schema()
         for attempt in (1, 2):
