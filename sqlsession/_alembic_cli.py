@@ -19,7 +19,7 @@ from alembic.config import CommandLine, Config
 from alembic.util import CommandError
 
 from . import _migrate
-from ._url import ENV_VAR, resolve_url
+from ._url import ENV_VAR, describe_table, resolve_url
 from .cli import identifier_arg
 from .drivers.sql._errors import first_line
 from .errors import ConfigError, SessionError
@@ -175,7 +175,7 @@ def execute(invocation: Invocation) -> None:
     )
     # Our one-line errors and exit code 3 rather than alembic's "FAILED:" and exit 1.
     options.raiseerr = True
-    where = _migrate.describe_table(full_url, invocation.table, invocation.schema)
+    where = describe_table(full_url, invocation.table, invocation.schema)
     try:
         invocation.command_line.run_cmd(config, options)
     except SessionError:

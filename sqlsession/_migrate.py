@@ -26,7 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from ._dist import DISTRIBUTION
-from ._url import dialect_name, redact_url, resolve_url
+from ._url import describe_table, dialect_name, redact_url, resolve_url
 from ._validate import check_identifier
 from .drivers.sql import _errors
 from .drivers.sql.dialects import ErrorKind, SQLDialect, dialect_class
@@ -41,7 +41,6 @@ from .errors import (
 __all__ = [
     "alembic_ini",
     "current",
-    "describe_table",
     "downgrade",
     "script_location",
     "translate_error",
@@ -178,12 +177,6 @@ def current(
     return found[0] if found else None
 
 
-def describe_table(url: str | None, table: str, schema: str | None) -> str:
-    """``'schema.table' in <url without password>``, for messages."""
-    name = f"{schema}.{table}" if schema else table
-    return f"{name!r} in {redact_url(resolve_url(url))}"
-
-
 def _prepare(url: str | None, table: str, schema: str | None) -> tuple[str, Config]:
     full_url = resolve_url(url)
     dialect = dialect_class(dialect_name(full_url))
@@ -259,11 +252,8 @@ def translate_error(exc: Exception, full_url: str, table: str, schema: str | Non
             )
         return ConfigError(f"Cannot migrate the session table {where}: {_errors.first_line(exc)}.")
     kind, message = _errors.describe(exc, dialect)
-    if kind is ErrorKind.UNAVAILABLE:
-        return DatabaseUnavailableError(
-            f"Cannot reach the database {url}: {message}. Check the URL, that the server "
-            "is running, and the credentials."
-        )
+    if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
+        return _errors.unavailable(url, message)
     if kind is ErrorKind.ALREADY_EXISTS:
         return SchemaError(
             f"Cannot create the session table {where}: {message}. A table of that name "

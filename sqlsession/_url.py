@@ -124,3 +124,9 @@ def redact_url(url: str) -> str:
 def _redact_parameter(part: str) -> str:
     name, equals, _value = part.partition("=")
     return f"{name}=***" if equals and name.lower() in ("password", "passwd") else part
+
+
+def describe_table(url: str | None, table: str, schema: str | None) -> str:
+    """``'schema.table' in <url without password>``, for messages (`url` None: the default)."""
+    name = f"{schema}.{table}" if schema else table
+    return f"{name!r} in {redact_url(resolve_url(url))}"

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 from ._dist import DISTRIBUTION
-from ._url import ENV_VAR, default_database_path, redact_url, resolve_url, url_origin
+from ._url import (
+    ENV_VAR,
+    default_database_path,
+    describe_table,
+    redact_url,
+    url_origin,
+)
 from ._validate import check_identifier, check_key
 from .errors import SchemaError, SessionError
 
@@ -344,8 +350,7 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _where(args: argparse.Namespace) -> str:
-    name = f"{args.schema}.{args.table}" if args.schema else args.table
-    return f"{name!r} in {redact_url(resolve_url(args.url))}"
+    return describe_table(args.url, args.table, args.schema)
 
 
 def _rev(revision: str | None) -> str:

@@ -10,9 +10,7 @@ from ..._dist import DISTRIBUTION
 from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError, StorageError
 from .dialects import ErrorKind, SQLDialect
 
-__all__ = ["describe", "first_line", "missing_driver", "translate"]
-
-_UNAVAILABLE_HINT = "Check the URL, that the server is running, and the credentials."
+__all__ = ["describe", "first_line", "missing_driver", "translate", "unavailable"]
 
 
 def first_line(exc: BaseException) -> str:
@@ -48,9 +46,7 @@ def translate(
     if kind is ErrorKind.MISSING_TABLE:
         return SchemaError(missing_table)
     if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
-        return DatabaseUnavailableError(
-            f"Cannot reach the session database {url}: {message}. {_UNAVAILABLE_HINT}"
-        )
+        return unavailable(url, message)
     if kind is ErrorKind.LOCK_TIMEOUT:
         return StorageError(
             f"The session database {url} gave up waiting for a lock that another "
@@ -62,6 +58,14 @@ def translate(
             f"deadlock: {message}"
         )
     return StorageError(f"The session database {url} failed: {message}")
+
+
+def unavailable(url: str, message: str) -> DatabaseUnavailableError:
+    """The error for a server that refused, dropped or never answered the connection."""
+    return DatabaseUnavailableError(
+        f"Cannot reach the database {url}: {message}. Check the URL, that the server is "
+        "running, and the credentials."
+    )
 
 
 def missing_driver(exc: ModuleNotFoundError, dialect: type[SQLDialect]) -> ConfigError:

@@ -494,12 +494,11 @@ class SQLDriver(ExpiryMixin):
             except SessionError:
                 raise
             except self._database_errors as exc:
-                lost = self._kind(exc) is ErrorKind.LOST or (
+                kind = self._kind(exc)
+                lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
-                if attempt == 1 and (
-                    (lost and not transactional) or self._kind(exc) is ErrorKind.CONFLICT
-                ):
+                if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
                 raise self._storage_error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
