@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConflictError",
     "DatabaseUnavailableError",
     "DriverLoadError",
     "InvalidKeyError",
@@ -50,6 +51,14 @@ class ValueNotSerializableError(SessionError, TypeError):
 
 class StorageError(SessionError):
     """The database refused or failed an operation."""
+
+
+class ConflictError(StorageError):
+    """Writes on other connections or cluster nodes kept rolling an operation back.
+
+    A deadlock, or on MariaDB Galera a certification failure, each retried a few times
+    before this is raised; nothing of the operation was written.
+    """
 
 
 class DatabaseUnavailableError(StorageError):

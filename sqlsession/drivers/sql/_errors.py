@@ -7,7 +7,15 @@ this module words it, with the URL already redacted by the caller.
 from __future__ import annotations
 
 from ..._dist import DISTRIBUTION
-from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError, StorageError
+from ...errors import (
+    ConfigError,
+    ConflictError,
+    DatabaseUnavailableError,
+    SchemaError,
+    SessionError,
+    StorageError,
+)
+from ._retry import CONFLICT_RETRIES
 from .dialects import ErrorKind, SQLDialect
 
 __all__ = ["describe", "first_line", "missing_driver", "translate", "unavailable"]
@@ -53,9 +61,12 @@ def translate(
             f"connection holds: {message}"
         )
     if kind is ErrorKind.CONFLICT:
-        return StorageError(
-            f"The session database {url} rolled the operation back twice to resolve a "
-            f"deadlock: {message}"
+        return ConflictError(
+            f"The session database {url} rolled the operation back {CONFLICT_RETRIES + 1} "
+            "times in a row, each time to resolve a conflict with a write on another "
+            "connection or cluster node (a deadlock or a certification failure): "
+            f"{message}. Nothing was written; try again, and if it keeps happening, send "
+            "the writes of one session to one node."
         )
     return StorageError(f"The session database {url} failed: {message}")
 

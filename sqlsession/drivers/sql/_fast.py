@@ -22,6 +22,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from ._greenlet import GreenletRunner
+from ._retry import CONFLICT_RETRIES, pause_after_conflict
 
 __all__ = ["FastPath", "compile_statement", "give_way", "pool_drained"]
 
@@ -98,8 +99,11 @@ class FastPath:
         args = [params[n] if n in params else fixed[n] for n in names]
         # Each operation here is idempotent, so a connection the server dropped (a
         # restart, an idle timeout) costs one retry on a fresh connection rather than
-        # a ping before every operation; so does a statement a deadlock rolled back.
-        for attempt in (1, 2):
+        # a ping before every operation. A statement a conflict rolled back (a deadlock, a
+        # Galera certification failure) runs again, up to CONFLICT_RETRIES times.
+        retry_lost = True
+        conflicts = 0
+        while True:
             # Checked out and in on a greenlet: both may need to await the
             # driver (opening a connection, closing an overflow one).
             pool = self._engine.sync_engine.pool
@@ -117,9 +121,14 @@ class FastPath:
                     fairy.close()
                 else:
                     await self._greenlets.run(fairy.close)
-                if attempt == 2 or not (lost or self._conflict(exc)):
-                    raise
-                continue
+                if lost and retry_lost:
+                    retry_lost = False
+                    continue
+                if not lost and self._conflict(exc) and conflicts < CONFLICT_RETRIES:
+                    conflicts += 1
+                    await pause_after_conflict(conflicts)
+                    continue
+                raise
             except BaseException:
                 # Cancelled mid-statement: the connection's state is unknown, so it is
                 # closed rather than handed to the next operation (as SQLAlchemy does).
@@ -131,4 +140,3 @@ class FastPath:
             await self._greenlets.run(fairy.close)
             await give_way(drained)
             return result
-        raise AssertionError("unreachable")  # pragma: no cover

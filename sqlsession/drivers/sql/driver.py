@@ -45,10 +45,11 @@ from ..._url import (
     resolve_url,
     url_origin,
 )
-from ...errors import DatabaseUnavailableError, SchemaError, SessionError
+from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError
 from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
 from . import _errors
 from ._fast import give_way, pool_drained
+from ._retry import CONFLICT_RETRIES, pause_after_conflict
 from .dialects import CleanupJob, ErrorKind, dialect_class, key_param
 
 __all__ = ["SQLDriver", "create_driver"]
@@ -75,6 +76,9 @@ class SQLDriver(ExpiryMixin):
         cleanup_interval: seconds between in-process cleanups (None: off).
         cleanup_batch_size: rows deleted per cleanup statement (None: 5000 on
             PostgreSQL and MySQL, 500 on SQLite).
+        read_your_writes: MariaDB Galera: reads wait for the writes the cluster
+            committed before them (``wsrep_sync_wait = 1``, see
+            `sqlsession.session_drivers.sql`); only on the engine the driver creates.
         engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
             it open on `dispose`, runs its operations on an autocommit copy of it, and
             sets nothing on its connections (except that a SQLite cleanup turns its
@@ -99,6 +103,7 @@ class SQLDriver(ExpiryMixin):
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
         cleanup_batch_size: int | None = None,
+        read_your_writes: bool = False,
         engine: AsyncEngine | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -111,6 +116,7 @@ class SQLDriver(ExpiryMixin):
             durability=durability,
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
+            read_your_writes=read_your_writes,
         )
         super().__init__(options.ttl, clock)
         self.options = options
@@ -121,6 +127,12 @@ class SQLDriver(ExpiryMixin):
             self._owns_engine = False
             dialect = dialect_class(engine.dialect.name)
             dialect.check_options(options)
+            if read_your_writes:
+                raise ConfigError(
+                    "read_your_writes is set on the connections of the engine the driver "
+                    "creates; with engine=, run SET SESSION wsrep_sync_wait = 1 on its "
+                    "connections yourself."
+                )
             # Each operation commits on its own, whatever the given engine's default is;
             # the copy shares the engine's pool.
             self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -456,11 +468,13 @@ class SQLDriver(ExpiryMixin):
         """Run `work` on a pooled connection, mapping database errors to ours.
 
         Unless `transactional`, work on a connection the server dropped is tried once more
-        on a fresh one (every such operation here is idempotent); so is any work a
-        deadlock rolled back. Unless `interruptible`, a cancelled caller is cancelled at
-        once but the work runs to its end: cancelled in the middle of a statement, the
-        connection would be dropped without being closed, holding what it held (SQLite's
-        write lock inside a merge, until every writer had waited out its busy timeout).
+        on a fresh one (every such operation here is idempotent). Any work a conflict
+        rolled back (a deadlock, a Galera certification failure) runs again, up to
+        `CONFLICT_RETRIES` times, then raises `ConflictError`. Unless `interruptible`, a
+        cancelled caller is cancelled at once but the work runs to its end: cancelled in
+        the middle of a statement, the connection would be dropped without being closed,
+        holding what it held (SQLite's write lock inside a merge, until every writer had
+        waited out its busy timeout).
         """
         if interruptible:
             return await self._run_now(work, transactional=transactional)
@@ -476,7 +490,9 @@ class SQLDriver(ExpiryMixin):
     ) -> T:
         if not self._ready:
             await self._check_schema()
-        for attempt in (1, 2):
+        retry_lost = not transactional
+        conflicts = 0
+        while True:
             try:
                 async with self.engine.connect() as conn:
                     try:
@@ -498,10 +514,14 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
-                if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
+                if lost and retry_lost:
+                    retry_lost = False
+                    continue
+                if kind is ErrorKind.CONFLICT and conflicts < CONFLICT_RETRIES:
+                    conflicts += 1
+                    await pause_after_conflict(conflicts)
                     continue
                 raise self._storage_error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _check_schema(self) -> None:
         async with self._ready_lock:
