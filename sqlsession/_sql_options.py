@@ -33,6 +33,10 @@ class SQLOptions:
         cleanup_interval: seconds between in-process cleanups (None: off).
         cleanup_batch_size: rows deleted per cleanup statement (None: the database's
             default).
+        read_your_writes: MariaDB Galera: every read waits until its node has applied
+            the writes committed anywhere in the cluster before it started
+            (``wsrep_sync_wait = 1``), so a request sent to another node than the one
+            before it sees that request's writes.
 
     Raises:
         ConfigError, InvalidTTLError: an option is invalid.
@@ -46,6 +50,7 @@ class SQLOptions:
     durability: Literal["full", "relaxed"] = "full"
     cleanup_interval: float | None = None
     cleanup_batch_size: int | None = None
+    read_your_writes: bool = False
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -62,6 +67,10 @@ class SQLOptions:
             _validate.check_ttl(self.cleanup_interval, what="cleanup_interval")
         if self.cleanup_batch_size is not None:
             _validate.check_positive_int(self.cleanup_batch_size, what="cleanup_batch_size")
+        if not isinstance(self.read_your_writes, bool):
+            raise ConfigError(
+                f"read_your_writes must be True or False, got {self.read_your_writes!r}."
+            )
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SQLOptions:

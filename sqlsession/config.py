@@ -74,6 +74,7 @@ class _SessionDrivers:
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
         cleanup_batch_size: int | None = None,
+        read_your_writes: bool = False,
     ) -> SessionDriverConfig:
         """Configure the SQL driver.
 
@@ -97,6 +98,11 @@ class _SessionDrivers:
             cleanup_batch_size: rows deleted per cleanup statement; None: 5000 on
                 PostgreSQL and MySQL, 500 on SQLite, where a batch holds the only write
                 lock.
+            read_your_writes: MariaDB Galera only: every read waits until its node has
+                applied every write committed in the cluster before the read started
+                (``wsrep_sync_wait = 1``), so a request served by another node than the
+                one before it still sees that request's writes. Costs a cluster round
+                trip per read.
 
         Raises:
             ConfigError, InvalidTTLError: an option is invalid.
@@ -110,6 +116,7 @@ class _SessionDrivers:
             durability=durability,
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
+            read_your_writes=read_your_writes,
         )
         return SessionDriverConfig(entrypoint="sqlsession.drivers.sql", config=options.as_config())
 

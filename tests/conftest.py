@@ -174,8 +174,12 @@ def mysql_database() -> Iterator[str]:
 
 @pytest.fixture
 def mysql_url(mysql_database: str) -> str:
-    """The test session's MySQL/MariaDB database with an empty, migrated table."""
-    admin_mysql(mysql_database, "DELETE FROM sqlsession")
+    """The test session's MySQL/MariaDB database with an empty, migrated table.
+
+    Its lock table is emptied too: every test's clock starts at the same instant, so a
+    cleanup lease a test left would still hold in the next one.
+    """
+    admin_mysql(mysql_database, "DELETE FROM sqlsession", "DELETE FROM sqlsession_lock")
     return mysql_database
 
 

@@ -57,11 +57,23 @@ wsrep_cluster_name=sqlsession_test
 wsrep_cluster_address={_GCOMM}
 wsrep_node_name=node{node}
 wsrep_node_address=127.0.0.1:{4566 + node}
-wsrep_provider_options="base_port={4566 + node};gmcast.listen_addr=tcp://127.0.0.1:{4566 + node};ist.recv_addr=127.0.0.1:{4576 + node};gcache.size=32M"
+wsrep_provider_options="{_provider_options(node)}"
 wsrep_sst_method=rsync
 wsrep_sst_receive_address=127.0.0.1:{4586 + node}
 wsrep_slave_threads=2
 """
+
+
+def _provider_options(node: int) -> str:
+    # IST's default port (base_port + 1) would be the next node's group port.
+    return ";".join(
+        (
+            f"base_port={4566 + node}",
+            f"gmcast.listen_addr=tcp://127.0.0.1:{4566 + node}",
+            f"ist.recv_addr=127.0.0.1:{4576 + node}",
+            "gcache.size=32M",
+        )
+    )
 
 
 class GaleraCluster:
@@ -141,7 +153,9 @@ class GaleraCluster:
             if self.query(node, "SHOW STATUS LIKE 'wsrep_local_state_comment'") == "Synced":
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"Galera node {node} not synced after {timeout} s: {self.log_tail(node)}")
+        raise TimeoutError(
+            f"Galera node {node} not synced after {timeout} s: {self.log_tail(node)}"
+        )
 
     def wait_size(self, size: int, node: int = 1, timeout: float = _START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -178,7 +192,15 @@ class GaleraCluster:
 
     def execute(self, node: int, sql: str) -> None:
         subprocess.run(
-            ["mariadb", "--protocol=tcp", "-h127.0.0.1", f"-P{sql_port(node)}", "-uroot", "-e", sql],
+            [
+                "mariadb",
+                "--protocol=tcp",
+                "-h127.0.0.1",
+                f"-P{sql_port(node)}",
+                "-uroot",
+                "-e",
+                sql,
+            ],
             check=True,
             capture_output=True,
             timeout=60,

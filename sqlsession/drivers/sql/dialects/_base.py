@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import BindParameter, String, Table, bindparam, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
@@ -139,6 +140,8 @@ class SQLDialect:
     default_cleanup_batch_size: ClassVar[int] = 5000
     transactional_ddl: ClassVar[bool] = True
     """Whether the migration's DDL rolls back with its transaction."""
+    supports_read_your_writes: ClassVar[bool] = False
+    """Whether the ``read_your_writes`` option means something here (MariaDB Galera)."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -159,11 +162,21 @@ class SQLDialect:
         """Refuse options this database cannot honour."""
         if options.schema is not None and not cls.supports_schema:
             raise ConfigError(f"schema is a PostgreSQL option; {cls.title} has none.")
+        if options.read_your_writes and not cls.supports_read_your_writes:
+            raise ConfigError(
+                f"read_your_writes is a MariaDB Galera option; {cls.title} reads its own "
+                "writes already."
+            )
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         """The autocommit engine the driver owns, its connections set up for sessions."""
         raise NotImplementedError
+
+    @classmethod
+    def migration_engine(cls, url: str) -> AsyncEngine:
+        """The engine a migration runs on: one connection, closed when it is done."""
+        return create_async_engine(url, poolclass=NullPool)
 
     @classmethod
     def database_file(cls, url: str) -> str | None:

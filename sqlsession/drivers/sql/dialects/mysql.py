@@ -1,4 +1,4 @@
-"""MySQL and MariaDB through asyncmy: ON DUPLICATE KEY UPDATE, GET_LOCK, DELETE ... LIMIT.
+"""MySQL and MariaDB through asyncmy: ON DUPLICATE KEY UPDATE, a lease lock, DELETE ... LIMIT.
 
 Keys are ``VARBINARY``: compared byte for byte (a ``_bin`` collation would still
 ignore trailing spaces on MariaDB), and UTF-8 byte order is code point order, so key
@@ -9,22 +9,33 @@ would hold up the app's inserts.
 
 The fast path runs the driver's statements on the raw asyncmy connection; asyncmy
 interpolates the parameters on the client, as it does under SQLAlchemy.
+
+MariaDB Galera (multi-primary) works with the same statements: the cleanup and
+migration locks are lease rows (`_lease.LeaseLock`), which hold across nodes where
+``GET_LOCK`` would not; a certification failure is error 1213 like a deadlock, which the
+driver retries. A URL may name several hosts (``mysql://user@h1:3306,h2:3306/db``): a
+new connection goes to the host that last answered, else to the next one in turn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, literal_column, select, text
+from sqlalchemy import Table, bindparam, event, inspect, literal_column, select, text
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
+from ...._table import version_table_name
 from .._fast import FastPath
 from ._base import (
     CleanupJob,
@@ -32,10 +43,10 @@ from ._base import (
     SQLDialect,
     delete_in_batches,
     key_param,
-    lock_id,
     then,
     undo_quietly,
 )
+from ._lease import LeaseLock
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -50,6 +61,7 @@ _UNAVAILABLE = frozenset(
         1044,  # access denied to the database
         1045,  # access denied (password)
         1049,  # unknown database
+        1047,  # Galera: the node is not (or no longer) part of the primary component
         1053,  # server shutdown in progress
         1698,  # access denied (auth plugin)
         1927,  # connection killed
@@ -62,11 +74,18 @@ _UNAVAILABLE = frozenset(
     }
 )
 _LOST = frozenset({1927, 2006, 2013, 2055})
-_CONFLICT = 1213  # deadlock: the transaction was rolled back and may run again
+# Deadlock, or a Galera certification failure (another node committed a change to the
+# same row first): the transaction was rolled back and may run again.
+_CONFLICT = 1213
 _LOCK_TIMEOUT = 1205
 _ALREADY_EXISTS = 1050
-# How long a migration waits for another one of the same table (GET_LOCK's seconds).
+# How long a migration waits for another one of the same table, and how long a
+# migration's lock outlives a migrator that died holding it.
 _MIGRATION_LOCK_WAIT_S = 600
+_MIGRATION_LEASE_S = 300
+# How long a cleanup's lock outlives a runner that died holding it; a live runner renews
+# it after every batch. Measured on the driver's clock.
+_CLEANUP_LEASE_MS = 60_000
 _SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 
 
@@ -82,6 +101,7 @@ class Dialect(SQLDialect):
     driver_package = "asyncmy"
     title = "MySQL/MariaDB"
     transactional_ddl = False  # DDL commits on its own
+    supports_read_your_writes = True
 
     def __init__(self, table: Table) -> None:
         super().__init__(table)
@@ -100,11 +120,10 @@ class Dialect(SQLDialect):
         name = mysql.dialect().identifier_preparer.format_table(table)
         # No ORDER BY: the expires_at index hands the expired rows over in its own order.
         self._cleanup = text(f"DELETE FROM {name} WHERE expires_at <= :now LIMIT :batch")
-        # A named lock is held by the server session: released by RELEASE_LOCK, and by
-        # the server when the connection dies with the process that took it.
-        lock_name = "sqlsession.cleanup." + lock_id("cleanup", table.name, table.schema).hex()
-        self._try_lock = text("SELECT GET_LOCK(:name, 0)").bindparams(name=lock_name)
-        self._unlock = text("SELECT RELEASE_LOCK(:name)").bindparams(name=lock_name)
+        # One holder per driver: a cleanup cancelled before it released the lease (its
+        # connection closed mid-statement) does not lock this driver out until it passes.
+        self._cleanup_lock = LeaseLock(table.name, "cleanup")
+        self._cleaning = False
 
     @classmethod
     def table_definition(cls) -> dict[str, Any]:
@@ -117,15 +136,17 @@ class Dialect(SQLDialect):
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
-        engine = create_async_engine(
+        engine = _create_engine(
             url,
+            {"init_command": _SETUP},
             isolation_level="AUTOCOMMIT",
             pool_size=pool_size,
             max_overflow=pool_size,
             # The server closes connections idle for wait_timeout (8 hours by default).
             pool_recycle=3600,
-            connect_args={"init_command": _SETUP},
         )
+        if options.read_your_writes:
+            _wait_for_the_cluster_on_reads(engine)
         # SQLAlchemy rolls back every connection it closes or returns to the pool; on
         # an autocommit connection that is a no-op for asyncpg and aiosqlite, but asyncmy
         # sends each ROLLBACK to the server: a second round trip for every operation.
@@ -167,15 +188,34 @@ class Dialect(SQLDialect):
         await conn.commit()
 
     async def cleanup(self, conn: AsyncConnection, job: CleanupJob) -> int | None:
-        """One runner at a time per table (a named lock), in autocommitted batches.
+        """One runner at a time per table, cluster-wide (a lease row), in autocommitted batches.
 
         Each DELETE re-checks expiry on the row it locks: a session refreshed while
-        the batch waited for it is left alone.
+        the batch waited for it is left alone. On Galera a refresh committed on another
+        node while a batch runs makes one of the two fail certification (1213), and the
+        driver runs it again: the refresh wins either way.
         """
-        if await conn.scalar(self._try_lock) != 1:
-            return None
-        async with then(conn, self._unlock):
-            return await delete_in_batches(conn, self._cleanup, job)
+        lock = self._cleanup_lock
+        if self._cleaning:
+            return None  # this driver's own runs take turns too (the lease is the driver's)
+        now = job.now_ms()
+        self._cleaning = True
+        try:
+            if not await _claimed(conn, lock, now, now + _CLEANUP_LEASE_MS):
+                return None
+
+            async def renew(conn: AsyncConnection) -> None:
+                await conn.execute(lock.renew, {"exp": job.now_ms() + _CLEANUP_LEASE_MS})
+
+            try:
+                async with then(conn, lock.release):
+                    return await delete_in_batches(conn, self._cleanup, job, after=renew)
+            except BaseException:
+                if conn.invalidated:  # cancelled mid-statement: `then` could not release
+                    await _release_elsewhere(conn.engine, lock)
+                raise
+        finally:
+            self._cleaning = False
 
     def fast_path(
         self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
@@ -206,31 +246,161 @@ class Dialect(SQLDialect):
         return None
 
     @classmethod
+    def migration_engine(cls, url: str) -> AsyncEngine:
+        return _create_engine(url, {}, poolclass=NullPool)
+
+    @classmethod
     @contextlib.contextmanager
     def migration_lock(
         cls, connection: Connection, table: str, schema: str | None
     ) -> Iterator[None]:
-        # A named lock, not a transaction: each DDL statement commits on its own.
-        name = "sqlsession.migrate." + lock_id("migrate", table, schema).hex()
+        # A lease row, not a transaction (each DDL statement commits on its own), nor
+        # GET_LOCK (per node on Galera). It is claimed on a connection of its own in
+        # autocommit, so the other nodes see it at once. The lock table is created here,
+        # before any revision runs, as alembic creates its version table, and dropped
+        # with the version table at base.
+        lock = LeaseLock(table, "migrate")
         # MySQL names every primary key PRIMARY and warns about the names alembic and
         # the migration give theirs; asyncmy logs each warning, which says nothing
         # useful to someone running `sqlsession migrate`.
         asyncmy_log = logging.getLogger("asyncmy")
         asyncmy_log.addFilter(_primary_key_names)
-        got = connection.scalar(
-            text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": _MIGRATION_LOCK_WAIT_S}
-        )
-        if got != 1:
-            raise TimeoutError(f"Another migration of {table!r} held its lock for too long.")
         try:
-            yield
+            with connection.engine.connect() as own:
+                own.execution_options(isolation_level="AUTOCOMMIT")
+                deadline = time.monotonic() + _MIGRATION_LOCK_WAIT_S
+                while not _claimed_for_migration(own, lock):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"Another migration of {table!r} held its lock for too long."
+                        )
+                    time.sleep(0.2)
+                try:
+                    yield
+                finally:
+                    own.execute(lock.release)
+                    if not inspect(own).has_table(version_table_name(table)):
+                        own.execute(lock.drop)  # at base: nothing of sqlsession's is left
         finally:
-            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
             asyncmy_log.removeFilter(_primary_key_names)
 
 
 def _primary_key_names(record: logging.LogRecord) -> bool:
     return "ignored for PRIMARY key" not in record.getMessage()
+
+
+async def _claimed(conn: AsyncConnection, lock: LeaseLock, now: int, expires: int) -> bool:
+    """Claim `lock` until `expires` (ms); whether this runner holds it now."""
+    try:
+        await conn.execute(lock.claim, {"now": now, "exp": expires})
+    except DBAPIError as exc:
+        if Dialect.classify(exc.orig or exc) is ErrorKind.CONFLICT:
+            return False  # another node claimed it in the same instant, and won
+        raise
+    return bool(await conn.scalar(lock.held_by) == lock.holder)
+
+
+async def _release_elsewhere(engine: AsyncEngine, lock: LeaseLock) -> None:
+    """Release `lock` on a connection of its own, so no other runner waits for the lease."""
+
+    async def release() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(lock.release)
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(release(), 5)
+
+
+def _claimed_for_migration(conn: Connection, lock: LeaseLock) -> bool:
+    """`_claimed` for the migration lock, on real time; creates the lock table if needed."""
+    now = int(time.time() * 1000)
+    try:
+        if not inspect(conn).has_table(lock.table):
+            conn.execute(lock.create)  # IF NOT EXISTS: another node may be creating it too
+        conn.execute(lock.claim, {"now": now, "exp": now + _MIGRATION_LEASE_S * 1000})
+    except DBAPIError as exc:
+        # Lost to another node's claim, or the table went with a downgrade to base
+        # that finished in between (the next try creates it again).
+        if Dialect.classify(exc.orig or exc) in (ErrorKind.CONFLICT, ErrorKind.MISSING_TABLE):
+            return False
+        raise
+    return bool(conn.scalar(lock.held_by) == lock.holder)
+
+
+def _create_engine(url: str, connect_args: dict[str, Any], **options: Any) -> AsyncEngine:
+    """`create_async_engine` for `url`, which may name several hosts (``h1:p1,h2:p2``)."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    hostlist, slash, tail = location.partition("/")
+    if "," not in hostlist:
+        return create_async_engine(url, connect_args=connect_args, **options)
+    hosts = [_host_and_port(part) for part in hostlist.split(",")]
+    first = f"{scheme}://{userinfo}{at}{hostlist.split(',')[0]}{slash}{tail}"
+    engine = create_async_engine(first, **options)
+    _, params = engine.dialect.create_connect_args(make_url(first))
+    params.update(connect_args)
+    rotation = _HostRotation(hosts, dict(params))
+    # Rebuilt with a creator that tries every host: the URL's own arguments (charset,
+    # the found-rows flag) go with it.
+    engine.sync_engine.dispose()
+    return create_async_engine(first, async_creator=rotation.connect, **options)
+
+
+def _host_and_port(part: str) -> tuple[str, int]:
+    host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "3306")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class _HostRotation:
+    """Connects to the host that last answered, else to each of the others in turn.
+
+    Staying on one node while it works keeps an app's writes on one Galera node, where
+    they never fail certification against each other.
+    """
+
+    def __init__(self, hosts: list[tuple[str, int]], params: dict[str, Any]) -> None:
+        self._hosts = hosts
+        self._params = params
+        self._current = 0
+
+    async def connect(self) -> Any:
+        import asyncmy
+        from asyncmy.errors import MySQLError
+
+        failure: BaseException | None = None
+        for step in range(len(self._hosts)):
+            index = (self._current + step) % len(self._hosts)
+            host, port = self._hosts[index]
+            try:
+                conn = await asyncmy.connect(**{**self._params, "host": host, "port": port})
+            except (MySQLError, OSError) as exc:
+                failure = exc
+                continue
+            try:
+                # A node outside the primary component accepts connections but refuses
+                # queries (1047): go on to the next one.
+                async with conn.cursor() as cursor:
+                    await cursor.execute("SELECT 1")
+            except (MySQLError, OSError) as exc:
+                conn.close()
+                failure = exc
+                continue
+            self._current = index
+            return conn
+        assert failure is not None
+        raise failure
+
+
+def _wait_for_the_cluster_on_reads(engine: AsyncEngine) -> None:
+    """Make every read wait for the writes the cluster committed before it (Galera)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SET SESSION wsrep_sync_wait = 1")
+        finally:
+            cursor.close()
 
 
 class _AsyncmyFastPath(FastPath):
