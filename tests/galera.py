@@ -13,6 +13,7 @@ failed start), and nothing else.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -94,21 +95,27 @@ class GaleraCluster:
     def defaults_file(self, node: int) -> Path:
         return self.root / f"node{node}.cnf"
 
-    def start(self) -> None:
-        """Initialise and start the three nodes; return when the cluster has size 3."""
+    def start(self, size: int = 3) -> None:
+        """Initialise the nodes and start the first `size`; return when they are synced."""
+        atexit.register(self.stop)  # also when the test run is interrupted
         try:
             for node in NODES:
                 self._install(node)
             self.start_node(1, new_cluster=True)
             self.wait_ready(1)
-            for node in NODES[1:]:
+            for node in NODES[1:size]:
                 self.start_node(node)
-            for node in NODES[1:]:
+            for node in NODES[1:size]:
                 self.wait_ready(node)
-            self.wait_size(3)
+            self.wait_size(size)
         except BaseException:
             self.stop()
             raise
+
+    def join(self, node: int) -> None:
+        """Start node `node` and wait until it has caught up with the cluster."""
+        self.start_node(node)
+        self.wait_ready(node)
 
     def _install(self, node: int) -> None:
         data = self.root / f"data{node}"
