@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from sqlsession import ConfigError, DatabaseUnavailableError, session_drivers
+from sqlsession import ConfigError, DatabaseUnavailableError, SchemaError, _migrate, session_drivers
 from sqlsession._table import SCHEMA_REVISION
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.drivers.sql.dialects.mysql import _claimed
 
-from .conftest import FakeClock, admin_mysql
+from .conftest import FakeClock, admin_mysql, migrate, table_names
 
 
 async def hold_cleanup_lease(driver: SQLDriver, now: float) -> bool:
@@ -87,8 +88,6 @@ async def test_a_dead_runners_cleanup_lease_expires(mysql_url: str, clock: FakeC
 
 
 async def test_a_migration_waits_for_a_held_migration_lease(mysql_url: str) -> None:
-    from sqlsession import _migrate
-
     # Another deploy is migrating this table: its lease row, claimed for 300 s.
     admin_mysql(
         mysql_url,
@@ -155,3 +154,23 @@ async def test_read_your_writes_is_refused_with_a_given_engine(mysql_url: str) -
             SQLDriver(engine=engine, read_your_writes=True)
     finally:
         await engine.dispose()
+
+
+async def test_cleanup_without_the_lock_table_says_to_migrate(
+    mysql_url: str, clock: FakeClock
+) -> None:
+    # A database migrated by a sqlsession from before the lock table.
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    migrate(mysql_url, table=table)
+    try:
+        admin_mysql(mysql_url, f"DROP TABLE {table}_lock")
+        async with SQLDriver(mysql_url, table=table, clock=clock, ttl=1) as driver:
+            await driver.set_item("old", 1)
+            clock.advance(2)
+            with pytest.raises(SchemaError, match=f"lock table '{table}_lock'.*migrate"):
+                await driver.cleanup()
+            migrate(mysql_url, table=table)
+            assert await driver.cleanup() == 1
+    finally:
+        _migrate.downgrade(mysql_url, table=table, revision="base")
+    assert not {table, f"{table}_lock"} & table_names(mysql_url)

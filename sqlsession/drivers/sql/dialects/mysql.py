@@ -36,6 +36,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
 from ...._table import version_table_name
+from ....errors import SchemaError
 from .._fast import FastPath
 from ._base import (
     CleanupJob,
@@ -294,8 +295,15 @@ async def _claimed(conn: AsyncConnection, lock: LeaseLock, now: int, expires: in
     try:
         await conn.execute(lock.claim, {"now": now, "exp": expires})
     except DBAPIError as exc:
-        if Dialect.classify(exc.orig or exc) is ErrorKind.CONFLICT:
+        kind = Dialect.classify(exc.orig or exc)
+        if kind is ErrorKind.CONFLICT:
             return False  # another node claimed it in the same instant, and won
+        if kind is ErrorKind.MISSING_TABLE:
+            raise SchemaError(
+                f"The lock table {lock.table!r} is missing: this sqlsession keeps its "
+                "cleanup lock there. Run sqlsession migrate (with this URL and table) "
+                "once; it creates the lock table."
+            ) from exc
         raise
     return bool(await conn.scalar(lock.held_by) == lock.holder)
 
@@ -335,14 +343,11 @@ def _create_engine(url: str, connect_args: dict[str, Any], **options: Any) -> As
     if "," not in hostlist:
         return create_async_engine(url, connect_args=connect_args, **options)
     hosts = [_host_and_port(part) for part in hostlist.split(",")]
-    first = f"{scheme}://{userinfo}{at}{hostlist.split(',')[0]}{slash}{tail}"
-    engine = create_async_engine(first, **options)
-    _, params = engine.dialect.create_connect_args(make_url(first))
-    params.update(connect_args)
-    rotation = _HostRotation(hosts, dict(params))
-    # Rebuilt with a creator that tries every host: the URL's own arguments (charset,
-    # the found-rows flag) go with it.
-    engine.sync_engine.dispose()
+    first = make_url(f"{scheme}://{userinfo}{at}{hostlist.split(',')[0]}{slash}{tail}")
+    # SQLAlchemy hands a creator nothing: it gets the arguments SQLAlchemy would have
+    # connected with (the URL's charset, the found-rows flag), plus ours.
+    _, params = first.get_dialect()().create_connect_args(first)
+    rotation = _HostRotation(hosts, {**params, **connect_args})
     return create_async_engine(first, async_creator=rotation.connect, **options)
 
 
