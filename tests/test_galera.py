@@ -16,8 +16,11 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import event
 
@@ -374,6 +377,48 @@ def test_two_migrations_on_two_nodes_take_turns(galera: GaleraCluster) -> None:
 
     _migrate.downgrade(galera.url(2), table=table, revision="base")
     assert galera.query(1, f"SHOW TABLES FROM test LIKE '{table}%'") is None
+
+
+# -- the session layer ---------------------------------------------------------------------
+
+
+def test_the_example_app_served_from_two_nodes_merges_one_visitors_requests(
+    galera: GaleraCluster, nodes: list[str], tmp_path: Path
+) -> None:
+    # Two app processes, one per node, as behind a load balancer; every read waits for
+    # the cluster (the app's own driver has no option set, so the nodes' default is).
+    from .test_e2e import World, browser, example_server, replay, session_cookie, sign_in, state
+
+    (tmp_path / "barriers").mkdir()
+    (tmp_path / "clock-offset").write_text("0")
+    for node in (1, 2):
+        galera.execute(node, "SET GLOBAL wsrep_sync_wait = 1")
+    try:
+        with (
+            example_server(World(nodes[0], tmp_path), "first") as first,
+            example_server(World(nodes[1], tmp_path), "second") as second,
+            browser(first) as client,
+        ):
+            sign_in(client, "ada")
+            cookie = {"cookie": f"session={session_cookie(client)}"}
+            assert replay(second, str(session_cookie(client)))["user"] == "ada"
+            held = {**cookie, "x-e2e-barrier": "pair"}
+            with ThreadPoolExecutor(2) as pool:
+                counter = pool.submit(httpx.post, first + "/counter", headers=held, timeout=30)
+                cart = pool.submit(
+                    httpx.post, second + "/cart", data={"item": "apple"}, headers=held, timeout=30
+                )
+                assert counter.result().status_code == 303
+                assert cart.result().status_code == 303
+            assert replay(second, str(session_cookie(client))) == {
+                "user": "ada",
+                "count": 1,
+                "cart": ["apple"],
+            }
+            assert state(client) == {"user": "ada", "count": 1, "cart": ["apple"]}
+    finally:
+        for node in (1, 2):
+            galera.execute(node, "SET GLOBAL wsrep_sync_wait = 0")
 
 
 # -- 3. read-your-writes across nodes ----------------------------------------------------
