@@ -174,3 +174,9 @@ async def test_cleanup_without_the_lock_table_says_to_migrate(
     finally:
         _migrate.downgrade(mysql_url, table=table, revision="base")
     assert not {table, f"{table}_lock"} & table_names(mysql_url)
+
+
+@pytest.mark.parametrize("hosts", ["h1:3306,:3307", "h1:3306,h2:port", "h1,"])
+def test_a_bad_host_in_a_multi_host_url_is_a_config_error(hosts: str) -> None:
+    with pytest.raises(ConfigError, match="host:port,host:port"):
+        SQLDriver(f"mysql://app@{hosts}/db")

@@ -36,7 +36,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
 from ...._table import version_table_name
-from ....errors import SchemaError
+from ....errors import ConfigError, SchemaError
 from .._fast import FastPath
 from ._base import (
     CleanupJob,
@@ -278,10 +278,15 @@ class Dialect(SQLDialect):
                     time.sleep(0.2)
                 try:
                     yield
-                finally:
-                    own.execute(lock.release)
-                    if not inspect(own).has_table(version_table_name(table)):
-                        own.execute(lock.drop)  # at base: nothing of sqlsession's is left
+                except BaseException:
+                    # The migration's own failure is the one to report; a lease that
+                    # could not be released passes in _MIGRATION_LEASE_S.
+                    with contextlib.suppress(Exception):
+                        own.execute(lock.release)
+                    raise
+                own.execute(lock.release)
+                if not inspect(own).has_table(version_table_name(table)):
+                    own.execute(lock.drop)  # at base: nothing of sqlsession's is left
         finally:
             asyncmy_log.removeFilter(_primary_key_names)
 
@@ -352,8 +357,16 @@ def _create_engine(url: str, connect_args: dict[str, Any], **options: Any) -> As
 
 
 def _host_and_port(part: str) -> tuple[str, int]:
-    host, _, port = part.strip().rpartition(":") if ":" in part else (part, "", "3306")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` (port 3306 by default)."""
+    part = part.strip()
+    host, colon, port = part.rpartition(":")
+    if not colon or (host.count(":") and not host.endswith("]")):  # no port given
+        host, port = part, "3306"
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"A MySQL URL names its hosts as host:port,host:port; got {part!r} among them."
+        )
+    return host.strip("[]"), int(port)
 
 
 class _HostRotation:
