@@ -80,7 +80,9 @@ class SQLDriver(ExpiryMixin):
             sets nothing on its connections (except that a SQLite cleanup turns its
             connection's autocheckpoint off while it runs, and back): for SQLite, set
             WAL and a busy timeout on it yourself (the engine the driver creates has
-            both).
+            both). The driver's statements hide their parameters in SQLAlchemy's
+            errors and logs either way; aiosqlite's own DEBUG log of a given engine's
+            statements shows them (see the README's "Security").
         clock: returns seconds since the epoch (``time.time``); tests move it.
 
     Raises:
@@ -124,6 +126,9 @@ class SQLDriver(ExpiryMixin):
             # Each operation commits on its own, whatever the given engine's default is;
             # the copy shares the engine's pool.
             self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            # Keys and values stay out of SQLAlchemy's errors and statement logs; set on
+            # the copy only, so the given engine's own statements are left as they are.
+            self.engine.sync_engine.hide_parameters = True
             self.url = redact_url(engine.url.render_as_string(hide_password=True))
             self._url_origin: UrlOrigin = "given"
         else:
