@@ -41,7 +41,8 @@ def load_driver(cfg: SessionDriverConfig) -> SessionDriver:
     """
     if not isinstance(cfg, SessionDriverConfig):
         raise DriverLoadError(
-            f"load_driver() takes a SessionDriverConfig, got {type(cfg).__name__}: {cfg!r}."
+            f"load_driver() takes a SessionDriverConfig (session_drivers.sql(...), or "
+            f"SessionDriverConfig(entrypoint=..., config=...)), got {type(cfg).__name__}."
         )
     entrypoint = cfg.entrypoint
     factory, origin = _resolve(entrypoint)

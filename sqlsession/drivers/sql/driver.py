@@ -163,6 +163,10 @@ class SQLDriver(ExpiryMixin):
         self._ready_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
 
+    def __repr__(self) -> str:
+        # self.url is redacted: no password (nor password= in the query).
+        return f"<SQLDriver {self._where()}>"
+
     @classmethod
     def from_options(
         cls, options: SQLOptions, *, engine: AsyncEngine | None = None, clock: Clock | None = None
