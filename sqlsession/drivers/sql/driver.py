@@ -453,7 +453,7 @@ class SQLDriver(ExpiryMixin):
         except SessionError:
             raise
         except self._database_errors as exc:
-            raise self._storage_error(exc) from exc
+            raise self._storage_error(exc) from _errors.told(exc)
 
     async def _run(
         self,
@@ -509,7 +509,7 @@ class SQLDriver(ExpiryMixin):
                 )
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
-                raise self._storage_error(exc) from exc
+                raise self._storage_error(exc) from _errors.told(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _check_schema(self) -> None:
@@ -526,12 +526,12 @@ class SQLDriver(ExpiryMixin):
             except self._database_errors as exc:
                 error = self._storage_error(exc)
                 if isinstance(error, DatabaseUnavailableError):
-                    raise error from exc
+                    raise error from _errors.told(exc)
                 name = version_table_name(self.table_name)
                 raise SchemaError(
                     f"The session table {self._where()} has not been migrated (no version "
                     f"table {name!r}). Run: {self._migrate_hint()}"
-                ) from exc
+                ) from _errors.told(exc)
             if versions != [SCHEMA_REVISION]:
                 raise SchemaError(
                     f"The session table {self._where()} is at migration {versions or None}, "
