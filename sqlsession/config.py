@@ -23,6 +23,12 @@ __all__ = ["SessionDriverConfig", "session_drivers"]
 class SessionDriverConfig:
     """Where a driver's runtime lives and the plain options it is built with.
 
+    The entrypoint is code: `load_driver` imports or runs what it names. Treat a config
+    as trusted input, and load one from a place you do not control with
+    ``load_driver(cfg, trusted=False)``, which accepts only registered driver names.
+    The repr hides passwords (in URLs, and options named like ``password`` or
+    ``token``).
+
     Args:
         entrypoint: a module path (``"sqlsession.drivers.sql"``), ``"module:attribute"``,
             a file path (``str`` or ``os.PathLike``) or ``file://`` URL, or a name
