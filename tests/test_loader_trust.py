@@ -46,6 +46,7 @@ def entrypoints(tmp_path: Path) -> list[str | os.PathLike[str]]:
 def test_an_untrusted_config_naming_code_is_refused_before_any_import(
     planted: Path, tmp_path: Path
 ) -> None:
+    loaded_before = set(sys.modules)
     for entrypoint in entrypoints(tmp_path):
         cfg = SessionDriverConfig(entrypoint, {})
         with pytest.raises(DriverLoadError, match="untrusted") as refused:
@@ -54,7 +55,10 @@ def test_an_untrusted_config_naming_code_is_refused_before_any_import(
         assert "'memory'" in str(refused.value)
         assert not planted.exists(), entrypoint
         assert MODULE not in sys.modules
-        assert not any(name.startswith("_sqlsession_file_driver_") for name in sys.modules)
+        assert not any(
+            name.startswith("_sqlsession_file_driver_")
+            for name in sys.modules.keys() - loaded_before
+        )
     # The same config, trusted, runs the module: that is what was refused.
     with pytest.raises(DriverLoadError):
         load_driver(SessionDriverConfig(MODULE, {}))

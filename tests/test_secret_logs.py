@@ -47,23 +47,32 @@ class Capture(logging.Handler):
 
 @pytest.fixture
 def capture() -> Iterator[Capture]:
-    """Capture all loggers at DEBUG, SQLAlchemy's (which it sets to WARNING) included."""
+    """Capture every logger at DEBUG, whatever levels earlier tests or configs set.
+
+    SQLAlchemy sets its own logger to WARNING, and alembic's logging config (run by the
+    migration tests) sets ``sqlalchemy.engine`` to WARNING: both are lowered here.
+    """
     handler = Capture()
     root = logging.getLogger()
     names = ["sqlalchemy", "aiosqlite", "asyncpg", "asyncmy", "sqlsession"]
-    levels = {name: logging.getLogger(name).level for name in names}
-    old_root = root.level
+    loggers = [root, *(logging.getLogger(name) for name in names)]
+    loggers += [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and logger.name.startswith(tuple(names))
+    ]
+    saved = [(logger, logger.level, logger.disabled) for logger in loggers]
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    for name in names:
-        logging.getLogger(name).setLevel(logging.DEBUG)
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
     try:
         yield handler
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_root)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+        for logger, level, disabled in saved:
+            logger.setLevel(level)
+            logger.disabled = disabled
 
 
 async def sign_in(request: Request) -> Response:
