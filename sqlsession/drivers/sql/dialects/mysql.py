@@ -39,6 +39,7 @@ from ...._table import version_table_name
 from ....errors import ConfigError, SchemaError
 from .._fast import FastPath
 from ._base import (
+    SECRECY,
     CleanupJob,
     ErrorKind,
     SQLDialect,
@@ -141,6 +142,7 @@ class Dialect(SQLDialect):
             url,
             {"init_command": _SETUP},
             isolation_level="AUTOCOMMIT",
+            **SECRECY,
             pool_size=pool_size,
             max_overflow=pool_size,
             # The server closes connections idle for wait_timeout (8 hours by default).
@@ -248,7 +250,7 @@ class Dialect(SQLDialect):
 
     @classmethod
     def migration_engine(cls, url: str) -> AsyncEngine:
-        return _create_engine(url, {}, poolclass=NullPool)
+        return _create_engine(url, {}, poolclass=NullPool, **SECRECY)
 
     @classmethod
     @contextlib.contextmanager
