@@ -68,7 +68,7 @@ __all__ = ["SQLDriver", "create_driver"]
 logger = logging.getLogger("sqlsession")
 T = TypeVar("T")
 # The single-statement, single-row operations the fast path runs, by name.
-_FAST = ("get", "has", "set", "remove", "touch", "delete_live")
+_FAST = ("get", "has", "set", "remove", "touch", "entry", "delete_live")
 
 
 class SQLDriver(ExpiryMixin):
@@ -154,9 +154,10 @@ class SQLDriver(ExpiryMixin):
         self._table = session_table(self.table_name, self.schema, **dialect.table_definition())
         self._dialect = dialect(self._table)
         self._build_statements(self._table)
-        self._fast = self._dialect.fast_path(
-            self.engine, {name: getattr(self, f"_{name}") for name in _FAST}
-        )
+        fast = {name: getattr(self, f"_{name}") for name in _FAST}
+        if self._add is not None:
+            fast["add"] = self._add
+        self._fast = self._dialect.fast_path(self.engine, fast)
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
@@ -222,6 +223,7 @@ class SQLDriver(ExpiryMixin):
         self._entries = select(c.key, c.value, c.expires_at).where(in_keys, live)
         self._delete_live = delete(t).where(c.key == key_param("k"), live)
         self._remove_many = delete(t).where(in_keys, live)
+        self._add = self._dialect.insert_if_absent()
         self._prefix_cleanup = (
             self._dialect.prefix_cleanup(False),
             self._dialect.prefix_cleanup(True),
@@ -335,13 +337,10 @@ class SQLDriver(ExpiryMixin):
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
         renewed = self._renewal(renew)
         if renewed is None:
-            row = await self._run(lambda conn: _first(conn, self._entry, params))
+            row = await self._row("entry", params)
         else:
             params["exp"] = renewed
-            # Not retried on a lost connection: the renewal may have committed.
-            row = await self._run(
-                lambda conn: self._dialect.renew_entry(conn, params), transactional=True
-            )
+            row = await self._run(lambda conn: self._dialect.renew_entry(conn, params))
         return None if row is None else Entry(_codec.decode(row[0]), from_ms(row[1]))
 
     async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
@@ -404,8 +403,7 @@ class SQLDriver(ExpiryMixin):
         async def remove(conn: AsyncConnection) -> int:
             return (await conn.execute(self._remove_many, params)).rowcount
 
-        # Not retried on a lost connection: a second run would count nothing.
-        return await self._run(remove, transactional=True)
+        return await self._run(remove)
 
     async def delete_item(self, key: str) -> bool:
         """Delete the live item `key` in one statement; True when this call deleted it.
@@ -434,9 +432,9 @@ class SQLDriver(ExpiryMixin):
         _validate.check_key(key)
         params = {"k": key, "v": _codec.encode(key, value), "exp": self._expires_at(ttl)}
         params["now"] = self._now_ms()
-        return await self._run(
-            lambda conn: self._dialect.add_item(conn, params), transactional=True
-        )
+        if self._add is not None:
+            return await self._rowcount("add", params) == 1
+        return await self._run(lambda conn: self._dialect.add_item(conn, params))
 
     async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
         """Set the expiry of a live `key` to now + `ttl` (None: never).
@@ -518,10 +516,10 @@ class SQLDriver(ExpiryMixin):
         if prefix != "":
             _, bind = self._prefix_query(prefix, None, None, None)
             stmt = self._prefix_cleanup["high" in bind]
+            # Every batch commits on its own and takes no lock, so a run cut short by a
+            # lost connection runs again on a fresh one (the count is then the rerun's).
             return await self._run(
-                lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
-                transactional=True,
-                interruptible=True,
+                lambda conn: delete_in_batches(conn, stmt, job, bind=bind), interruptible=True
             )
 
         async def run(conn: AsyncConnection) -> int:
@@ -591,6 +589,13 @@ class SQLDriver(ExpiryMixin):
             row = await self._run(lambda conn: _first(conn, stmt, params))
             return None if row is None else row[0]
         return await self._run_fast(self._fast.scalar, name, params)
+
+    async def _row(self, name: str, params: dict[str, Any]) -> Any:
+        """The first row statement `name` returns (None: no row)."""
+        if self._fast is None:
+            stmt = getattr(self, f"_{name}")
+            return await self._run(lambda conn: _first(conn, stmt, params))
+        return await self._run_fast(self._fast.row, name, params)
 
     async def _rowcount(self, name: str, params: dict[str, Any]) -> int:
         """Run statement `name`; return how many rows it changed."""

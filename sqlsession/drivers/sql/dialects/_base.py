@@ -247,9 +247,17 @@ class SQLDialect:
         """
         raise NotImplementedError
 
+    def insert_if_absent(self) -> Insert | None:
+        """Put-if-absent as one statement that changes one row exactly when it writes
+        (binds ``k``, ``v``, ``exp``, ``now``); None when the database needs `add_item`."""
+        return None
+
     async def add_item(self, conn: AsyncConnection, params: dict[str, Any]) -> bool:
-        """Put-if-absent: write the row (binds ``k``, ``v``, ``exp``, ``now``) unless a
-        live one is there, atomically; True when it wrote."""
+        """Put-if-absent where `insert_if_absent` is None.
+
+        Writes the row (binds ``k``, ``v``, ``exp``, ``now``) unless a live one is there,
+        atomically; True when it wrote.
+        """
         raise NotImplementedError
 
     async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:

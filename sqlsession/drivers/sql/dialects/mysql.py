@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
     CleanupJob,
     ErrorKind,
@@ -304,13 +304,13 @@ class _AsyncmyFastPath(FastPath):
         self.errors = (*Dialect.driver_errors(), OSError)
         super().__init__(engine, statements)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         async with conn.cursor() as cursor:
             await cursor.execute(sql, args)
-            if not fetch:
+            if fetch == "count":
                 return cursor.rowcount
             row = await cursor.fetchone()
-            return None if row is None else row[0]
+            return None if row is None else row[0] if fetch == "value" else row
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
         return (

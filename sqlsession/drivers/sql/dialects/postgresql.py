@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
     CleanupJob,
     ErrorKind,
@@ -143,8 +143,8 @@ class Dialect(SQLDialect):
     def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
         return on_conflict_upsert(self._insert, self.table, rows)
 
-    async def add_item(self, conn: AsyncConnection, params: dict[str, Any]) -> bool:
-        return bool((await conn.execute(self._add, params)).rowcount == 1)
+    def insert_if_absent(self) -> Insert:
+        return self._add
 
     async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
         return (await conn.execute(self._renew, params)).first()
@@ -257,9 +257,11 @@ class _AsyncpgFastPath(FastPath):
         self.errors = (*Dialect.driver_errors(), OSError)
         super().__init__(engine, statements)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
-        if fetch:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
+        if fetch == "value":
             return await conn.fetchval(sql, *args)
+        if fetch == "row":
+            return await conn.fetchrow(sql, *args)
         status: str = await conn.execute(sql, *args)
         # The command tag ends with the row count: "UPDATE 1", "INSERT 0 1".
         return int(status.rsplit(" ", 1)[-1])

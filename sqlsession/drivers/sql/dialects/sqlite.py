@@ -24,7 +24,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from ....errors import ConfigError
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
     CleanupJob,
     ErrorKind,
@@ -131,8 +131,8 @@ class Dialect(SQLDialect):
     def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
         return on_conflict_upsert(self._insert, self.table, rows)
 
-    async def add_item(self, conn: AsyncConnection, params: dict[str, Any]) -> bool:
-        return bool((await conn.execute(self._add, params)).rowcount == 1)
+    def insert_if_absent(self) -> Insert:
+        return self._add
 
     async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
         return (await conn.execute(self._renew, params)).first()
@@ -235,10 +235,10 @@ class _AiosqliteFastPath(FastPath):
     # aiosqlite raises ValueError for a connection it has closed.
     errors = (sqlite3.Error, ValueError)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
-        if fetch:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
+        if fetch != "count":
             rows = await conn.execute_fetchall(sql, args)
-            result = rows[0][0] if rows else None
+            result = None if not rows else rows[0][0] if fetch == "value" else rows[0]
         else:
             result = (await conn.execute(sql, args)).rowcount
         # The driver's own engine autocommits; an engine handed to it may leave sqlite3
