@@ -106,7 +106,13 @@ async def bench(url: str, n: int, show_sql: bool) -> None:
                     "cleanup(prefix=) (none expired)": lambda: driver.cleanup(prefix="probe:"),
                 }[name]()
                 if not statements and driver._fast is not None:
-                    fast = {"get_item": "get", "delete_item": "delete_live"}[name]
+                    fast = {
+                        "get_item": "get",
+                        "get_entry": "entry",
+                        "delete_item": "delete_live",
+                        "add_item (new)": "add",
+                        "add_item (present)": "add",
+                    }[name]
                     sql = " ".join(driver._fast._statements[fast][0].split())
                     statements.append(sql + "  [fast path]")
                 print(f"- {name}:")
