@@ -3,10 +3,10 @@
 Every operation is one statement on an autocommit connection, except `merge_item`, a
 short transaction that locks the row it changes, and, on MySQL/MariaDB only,
 `get_entry(renew=...)` (a short transaction: no ``UPDATE ... RETURNING`` there) and
-`add_item` on a key that exists (an INSERT, then an UPDATE of an expired row). Expiry is filtered in SQL, so an
-expired row is never returned, counted or listed, whether or not cleanup has run. What
-differs between databases is asked of the dialect (`dialects.SQLDialect`); nothing
-here knows which database it talks to.
+`add_item` on a key that exists (an INSERT, then an UPDATE of an expired row). Expiry
+is filtered in SQL, so an expired row is never returned, counted or listed, whether or
+not cleanup has run. What differs between databases is asked of the dialect
+(`dialects.SQLDialect`); nothing here knows which database it talks to.
 """
 
 from __future__ import annotations
