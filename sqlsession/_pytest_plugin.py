@@ -25,7 +25,7 @@ def client_sessions() -> ClientSessions:
 
 @pytest.fixture
 def session_clock() -> FakeClock:
-    """A clock to pass as ``clock=`` to a driver or ``SessionMiddleware``; move it with advance()."""
+    """A clock to pass as ``clock=`` to a driver or ``SessionMiddleware``; tests advance() it."""
     from .testing._clock import FakeClock
 
     return FakeClock()

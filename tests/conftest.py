@@ -24,7 +24,9 @@ from sqlalchemy.engine import make_url
 
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
-from sqlsession.testing import FakeClock
+
+# Re-exported: the tests import it from here.
+from sqlsession.testing import FakeClock as FakeClock
 
 # The venv's scripts (sqlsession, alembic), next to the interpreter running the tests.
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""A third party's driver, as its author would write it: one JSON file, and no sqlsession base class.
+"""A third party's driver, as its author would write it: one JSON file, no base class of ours.
 
 It keeps every item in one file, rewritten whole (and atomically, through a temporary
 file) on each change: fine for a test or a single process, not for production. It

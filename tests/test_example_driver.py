@@ -19,4 +19,3 @@ class TestJsonFileDriver(DriverContract):
             return JsonFileDriver(tmp_path / "sessions.json", clock=clock, **options)
 
         return make
-

@@ -83,9 +83,7 @@ class ClientSessions:
             if app is None:
                 app = getattr(getattr(client, "_transport", None), "app", None)
         if app is None:
-            raise LookupError(
-                f"Cannot tell which app {type(client).__name__} talks to: pass app=."
-            )
+            raise LookupError(f"Cannot tell which app {type(client).__name__} talks to: pass app=.")
         middleware = find_session_middleware(app)
         # The middleware's own store: the same driver (loaded once, on first use) and the
         # same lifetimes and clock as the app's requests.
@@ -129,7 +127,9 @@ class ClientSessions:
         client.cookies.delete(cookie.name)
         if change is None or change.session_id is None:
             return None
-        client.cookies.set(cookie.name, change.session_id, domain=cookie.domain or "", path=cookie.path)
+        client.cookies.set(
+            cookie.name, change.session_id, domain=cookie.domain or "", path=cookie.path
+        )
         return change.session_id
 
     async def asign_in(

@@ -196,9 +196,7 @@ class DriverContract(DriverFixtures):
         await keys_if_listed(driver, [])
 
     @needs(SupportsExpiry)
-    async def test_ttl_none_stores_forever(
-        self, make_driver: MakeDriver, clock: FakeClock
-    ) -> None:
+    async def test_ttl_none_stores_forever(self, make_driver: MakeDriver, clock: FakeClock) -> None:
         driver = await make_driver(ttl=10)
         await driver.set_item("forever", 1, ttl=None)
         await driver.set_item("short", 2, ttl=0.5)
@@ -221,9 +219,7 @@ class DriverContract(DriverFixtures):
         assert not await exists(driver, "k")
 
     @needs(SupportsExpiry)
-    async def test_overwrite_renews_expiry(
-        self, make_driver: MakeDriver, clock: FakeClock
-    ) -> None:
+    async def test_overwrite_renews_expiry(self, make_driver: MakeDriver, clock: FakeClock) -> None:
         driver = await make_driver(ttl=10)
         await driver.set_item("k", 1)
         clock.advance(8)
@@ -339,7 +335,10 @@ class DriverContract(DriverFixtures):
         deadline=None,
         # The driver is made once per test, not per example: each example overwrites one
         # key. Every subclass (one per driver) runs this method on its own instances.
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(value=JSON_VALUES)
     async def test_generated_values_round_trip_exactly(self, driver: Any, value: Any) -> None:

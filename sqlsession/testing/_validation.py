@@ -1,4 +1,4 @@
-"""`InputValidationContract`: bad keys, values and lifetimes get sqlsession's errors, and nothing is written."""
+"""`InputValidationContract`: bad keys, values and lifetimes are refused, and nothing is written."""
 
 from __future__ import annotations
 
@@ -43,7 +43,19 @@ BAD_VALUES: list[Any] = [
 ]
 """Values that would not come back equal as JSON: refused with `ValueNotSerializableError`."""
 
-BAD_TTLS: list[Any] = [0, -1, 0.0001, 1e300, 10**12, math.nan, math.inf, -math.inf, "10", True, [10]]
+BAD_TTLS: list[Any] = [
+    0,
+    -1,
+    0.0001,
+    1e300,
+    10**12,
+    math.nan,
+    math.inf,
+    -math.inf,
+    "10",
+    True,
+    [10],
+]
 """Lifetimes refused with `InvalidTTLError`: not 0.001 s to 100 years, or not a number."""
 
 
