@@ -177,3 +177,21 @@ async def test_a_client_without_an_app_needs_app(client_sessions: ClientSessions
             await client_sessions.aset_session(client, {"user": "ada"})
         await client_sessions.aset_session(client, {"user": "ada"}, app=app)
         assert await client_sessions.aget_session(client, app=app) == {"user": "ada"}
+
+
+def test_a_fastapi_app(client_sessions: ClientSessions, session_clock: FakeClock) -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware, driver=MemoryDriver(), clock=session_clock, max_age=30)
+
+    @app.get("/me")
+    async def whoami(request: Request) -> Any:
+        return request.session.get("user")
+
+    with TestClient(app, base_url=BASE) as client:
+        client_sessions.sign_in(client, "ada", {"user": "ada"})
+        assert client.get("/me").json() == "ada"
+        session_clock.advance(30)  # the middleware's max_age, on the fixture's clock
+        assert client.get("/me").json() is None
+        assert client_sessions.get_session(client) is None
