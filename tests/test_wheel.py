@@ -3,7 +3,9 @@
 ``sqlsession migrate``, ``sqlsession alembic ...`` and ``alembic -c "$(sqlsession
 alembic-ini)"`` migrate with the scripts inside the wheel; ``show``, ``list`` and
 ``delete`` read sessions the wheel's web layer wrote; an application's own alembic
-autogenerate keeps sqlsession's tables with the wheel's ``sqlsession.alembic`` filter.
+autogenerate keeps sqlsession's tables with the wheel's ``sqlsession.alembic`` filter; a
+third party's tests subclass the wheel's ``sqlsession.testing`` contract classes and use
+its pytest plugin's fixtures.
 
 The wheel is built from this checkout and installed, without its dependencies, into a
 new virtual environment. The dependencies (SQLAlchemy, alembic, aiosqlite) are lent
