@@ -2,10 +2,10 @@
 
 It keeps every item in one file, rewritten whole (and atomically, through a temporary
 file) on each change: fine for a test or a single process, not for production. It
-imports nothing from sqlsession but the error it raises for a stored value that is not
-a dict (what `merge_item` must say), and implements every optional capability of
-`sqlsession.driver`, so the whole of `sqlsession.testing.DriverContract` applies to it
-(see `tests/test_example_driver.py`).
+imports nothing from sqlsession but `Entry` (what `get_entry` returns) and the error it
+raises for a stored value that is not a dict (what `merge_item` must say), and it
+implements every optional capability of `sqlsession.driver`, so the whole of
+`sqlsession.testing.DriverContract` applies to it (see `tests/test_example_driver.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlsession import Entry
 from sqlsession.errors import ValueNotSerializableError
 
 _DEFAULT: Any = object()
@@ -123,11 +124,64 @@ class JsonFileDriver:
     async def clear(self, prefix: str = "") -> None:
         self._write({k: v for k, v in self._read().items() if not k.startswith(prefix)})
 
-    async def cleanup(self) -> int:
+    async def cleanup(self, prefix: str = "") -> int:
         items = self._read()
-        live = {k: v for k, v in items.items() if self._live(items, k) is not None}
-        self._write(live)
-        return len(items) - len(live)
+        kept = {k: v for k, v in items.items() if not k.startswith(prefix) or self._live(items, k)}
+        self._write(kept)
+        return len(items) - len(kept)
+
+    # -- the store operations ---------------------------------------------------------
+
+    def _entry(self, item: list[Any]) -> Entry:
+        return Entry(item[0], None if item[1] is None else item[1] / 1000)
+
+    async def get_entry(self, key: str, *, renew: float | None = None) -> Entry | None:
+        items = self._read()
+        item = self._live(items, key)
+        if item is None:
+            return None
+        if renew is not None and item[1] is not None:
+            item[1] = self._expires_at(renew)
+            self._write(items)
+        return self._entry(item)
+
+    async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
+        items = self._read()
+        found = {key: self._live(items, key) for key in keys}
+        return {key: self._entry(item) for key, item in found.items() if item is not None}
+
+    async def delete_item(self, key: str) -> bool:
+        items = self._read()
+        live = self._live(items, key) is not None
+        if items.pop(key, None) is not None:
+            self._write(items)
+        return live
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return {key: entry.value for key, entry in (await self.get_entries(keys)).items()}
+
+    async def set_many(self, values: Mapping[str, Any], *, ttl: Any = _DEFAULT) -> None:
+        items = self._read()
+        expires_at = self._expires_at(ttl)
+        items.update({key: [value, expires_at] for key, value in values.items()})
+        self._write(items)
+
+    async def remove_many(self, keys: Iterable[str]) -> int:
+        items = self._read()
+        removed = 0
+        for key in set(keys):
+            removed += self._live(items, key) is not None
+            items.pop(key, None)
+        self._write(items)
+        return removed
+
+    async def add_item(self, key: str, value: Any, *, ttl: Any = _DEFAULT) -> bool:
+        items = self._read()
+        if self._live(items, key) is not None:
+            return False
+        items[key] = [value, self._expires_at(ttl)]
+        self._write(items)
+        return True
 
     async def dispose(self) -> None:
         self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from ..driver import (
 from ..errors import ValueNotSerializableError
 from ._clock import FakeClock
 from ._fixtures import DriverFixtures, MakeDriver, exists, keys_if_listed, needs
+from ._operations import StoreOperationTests
 
 __all__ = ["JSON_VALUES", "ROUND_TRIPS", "DriverContract"]
 
@@ -68,7 +69,7 @@ JSON_VALUES = st.recursive(
 
 
 @pytest.mark.asyncio
-class DriverContract(DriverFixtures):
+class DriverContract(StoreOperationTests, DriverFixtures):
     """The driver contract as tests: subclass it and provide a ``driver_factory`` fixture.
 
     Example::
@@ -84,7 +85,9 @@ class DriverContract(DriverFixtures):
     The factory is called as ``factory(clock, **options)`` and returns a new driver (or
     an awaitable of one); drivers with ``dispose`` are disposed after each test. An
     expiry-capable driver must read the time only from `clock` (the tests move it) and
-    take ``ttl=`` as its default lifetime. The tests are coroutines run by
+    take ``ttl=`` as its default lifetime. Set ``drivers_share_storage = False`` on the
+    subclass when two drivers from the factory do not see each other's items (an
+    in-process store): the concurrency tests then share one. The tests are coroutines run by
     pytest-asyncio. A capability's tests are skipped, with a reason, for a driver
     without it; `InputValidationContract` adds sqlsession's rules for bad input.
     """

@@ -9,9 +9,19 @@ from typing import Any
 
 import pytest
 
-from ..driver import SupportsExpiry, SupportsHasItem, SupportsMerge
+from ..driver import (
+    Entry,
+    SupportsAddItem,
+    SupportsCleanup,
+    SupportsEntries,
+    SupportsExpiry,
+    SupportsHasItem,
+    SupportsMany,
+    SupportsMerge,
+)
 from ..errors import InvalidKeyError, InvalidTTLError, SessionError, ValueNotSerializableError
-from ._fixtures import DriverFixtures, MakeDriver, keys_if_listed, needs
+from ._clock import FakeClock
+from ._fixtures import DriverFixtures, MakeDriver, exists, keys_if_listed, needs
 
 __all__ = ["BAD_KEYS", "BAD_TTLS", "BAD_VALUES", "InputValidationContract"]
 
@@ -57,6 +67,11 @@ BAD_TTLS: list[Any] = [
     [10],
 ]
 """Lifetimes refused with `InvalidTTLError`: not 0.001 s to 100 years, or not a number."""
+
+
+def has_expiry(driver: Any) -> bool:
+    """Whether `driver` takes ``ttl=`` (`SupportsExpiry`); a bool, so `driver` stays Any."""
+    return isinstance(driver, SupportsExpiry)
 
 
 @pytest.mark.asyncio
@@ -148,3 +163,57 @@ class InputValidationContract(DriverFixtures):
             await driver.merge_item("m", set=changes, delete=delete)
         await keys_if_listed(driver, [])
         assert await driver.get_item("m") is None
+
+    # -- the store operations (see _operations.py) ----------------------------------------
+
+    @needs(SupportsEntries)
+    async def test_get_entry_rejects_a_bad_key(self, driver: Any) -> None:
+        with pytest.raises(InvalidKeyError):
+            await driver.get_entry("")
+
+    @needs(SupportsEntries, SupportsExpiry)
+    async def test_renew_rejects_a_bad_ttl_and_changes_nothing(
+        self, driver: Any, clock: FakeClock
+    ) -> None:
+        await driver.set_item("k", "v", ttl=10)
+        for bad in (0, -1, float("nan"), "10"):
+            with pytest.raises(InvalidTTLError):
+                await driver.get_entry("k", renew=bad)
+        assert await driver.get_entry("k") == Entry("v", clock.now + 10)
+
+    @needs(SupportsMany, SupportsEntries)
+    async def test_bulk_reads_refuse_bad_keys(self, driver: Any) -> None:
+        with pytest.raises(InvalidKeyError):
+            await driver.get_many("ab")  # a str is not a list of keys
+        with pytest.raises(InvalidKeyError):
+            await driver.get_many(["a", ""])
+        with pytest.raises(InvalidKeyError):
+            await driver.get_entries([f"k{i}" for i in range(5001)])
+
+    @needs(SupportsMany)
+    async def test_set_many_is_all_or_nothing_on_bad_input(self, driver: Any) -> None:
+        await driver.set_item("a", "kept")
+        with pytest.raises(ValueNotSerializableError):
+            await driver.set_many({"a": "changed", "b": {1, 2}})
+        with pytest.raises(InvalidKeyError):
+            await driver.set_many({"a": "changed", "": 1})
+        if has_expiry(driver):
+            with pytest.raises(InvalidTTLError):
+                await driver.set_many({"a": "changed"}, ttl=0)
+        with pytest.raises(ValueNotSerializableError):
+            await driver.set_many([("a", "changed")])
+        assert await driver.get_many(["a", "b"]) == {"a": "kept"}
+
+    @needs(SupportsAddItem)
+    async def test_add_item_refuses_bad_input_and_writes_nothing(self, driver: Any) -> None:
+        with pytest.raises(ValueNotSerializableError):
+            await driver.add_item("k", b"bytes")
+        if has_expiry(driver):
+            with pytest.raises(InvalidTTLError):
+                await driver.add_item("k", 1, ttl=-5)
+        assert not await exists(driver, "k")
+
+    @needs(SupportsEntries, SupportsCleanup)
+    async def test_cleanup_refuses_a_bad_prefix(self, driver: Any) -> None:
+        with pytest.raises(InvalidKeyError):
+            await driver.cleanup(prefix="a\x00")
