@@ -27,12 +27,11 @@ from sqlalchemy import event
 from sqlsession import ConflictError, SessionError, StorageError
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.drivers.sql.dialects.mysql import _claimed
+from sqlsession.testing import DriverFactory
 
 from .conftest import FakeClock, admin_mysql, migrate
 from .galera import GaleraCluster
-
-# The driver contract, collected here once more and run on the cluster (`backend` below).
-from .test_contract import *  # noqa: F403
+from .test_contract import BuiltInContract, sql_factory
 
 pytestmark = pytest.mark.cluster
 
@@ -57,10 +56,12 @@ def galera_url(galera: GaleraCluster) -> str:
     return galera.multi_host_url()
 
 
-@pytest.fixture
-def backend() -> str:
-    """The contract suite's backend in this module: the Galera cluster."""
-    return "galera"
+class TestGaleraDriver(BuiltInContract):
+    """The driver contract on the cluster, through a multi-host URL."""
+
+    @pytest.fixture
+    def driver_factory(self, galera_url: str) -> DriverFactory:
+        return sql_factory(galera_url)
 
 
 @pytest.fixture
