@@ -45,7 +45,7 @@ from ..._url import (
     resolve_url,
     url_origin,
 )
-from ...errors import DatabaseUnavailableError, SchemaError, SessionError
+from ...errors import SchemaError, SessionError, StorageError
 from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
 from . import _errors
 from ._fast import give_way, pool_drained
@@ -75,6 +75,15 @@ class SQLDriver(ExpiryMixin):
         cleanup_interval: seconds between in-process cleanups (None: off).
         cleanup_batch_size: rows deleted per cleanup statement (None: 5000 on
             PostgreSQL and MySQL, 500 on SQLite).
+        connect_timeout: seconds to wait for a new connection to a server (None: the
+            URL's ``connect_timeout``, else 5); a timeout raises `OperationTimeoutError`.
+        statement_timeout: seconds a statement may run, waiting for locks included,
+            before PostgreSQL cancels it with `OperationTimeoutError` (None: the URL's
+            ``statement_timeout``, else none).
+        prepared_statements: PostgreSQL only. False: every statement unnamed, as a
+            pooler in transaction mode (pgbouncer) needs; the URL's
+            ``statement_cache_size=0`` or ``prepared_statement_cache_size=0`` says the
+            same. None: prepared until the server first loses one, then unnamed.
         engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
             it open on `dispose`, runs its operations on an autocommit copy of it, and
             sets nothing on its connections (except that a SQLite cleanup turns its
@@ -99,6 +108,9 @@ class SQLDriver(ExpiryMixin):
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
         cleanup_batch_size: int | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        prepared_statements: bool | None = None,
         engine: AsyncEngine | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -111,6 +123,9 @@ class SQLDriver(ExpiryMixin):
             durability=durability,
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            prepared_statements=prepared_statements,
         )
         super().__init__(options.ttl, clock)
         self.options = options
@@ -132,9 +147,10 @@ class SQLDriver(ExpiryMixin):
             self.url = redact_url(full_url)
             self._url_origin = url_origin(url)
             dialect = dialect_class(dialect_name(full_url))
-            dialect.check_options(options)
+            engine_url, settings = options.connection()
+            dialect.check_options(settings)
             try:
-                self.engine = dialect.create_engine(full_url, options)
+                self.engine = dialect.create_engine(engine_url, settings)
             except ModuleNotFoundError as exc:
                 raise _errors.missing_driver(exc, dialect) from exc
         self.cleanup_batch_size = cleanup_batch_size or dialect.default_cleanup_batch_size
@@ -148,7 +164,10 @@ class SQLDriver(ExpiryMixin):
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
-        self._driver_errors = dialect.driver_errors()
+        # SQLAlchemy's adapter of the database driver raises its own Error class where
+        # SQLAlchemy does not wrap it (a failed rollback while a server shuts down).
+        adapter_error: type[BaseException] = self.engine.dialect.loaded_dbapi.Error
+        self._driver_errors = (*dialect.driver_errors(), adapter_error)
         self._database_errors: tuple[type[BaseException], ...] = (
             *self._driver_errors,
             SQLAlchemyError,
@@ -439,12 +458,17 @@ class SQLDriver(ExpiryMixin):
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        try:
-            return await method(name, params)
-        except SessionError:
-            raise
-        except self._database_errors as exc:
-            raise self._storage_error(exc) from exc
+        for attempt in (1, 2):
+            try:
+                return await method(name, params)
+            except SessionError:
+                raise
+            except self._database_errors as exc:
+                if attempt == 1 and self._kind(exc) is ErrorKind.STATEMENT_LOST:
+                    await self._stop_preparing(exc)
+                    continue
+                raise self._storage_error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(
         self,
@@ -498,10 +522,33 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
+                if kind is ErrorKind.STATEMENT_LOST and attempt == 1:
+                    # Bind found no statement, so nothing ran: safe to run again.
+                    await self._stop_preparing(exc)
+                    continue
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
                 raise self._storage_error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stop_preparing(self, exc: BaseException) -> None:
+        """Switch to unnamed statements after the server lost a prepared one, or say how."""
+        if await self._dialect.stop_preparing(self.engine):
+            logger.warning(
+                "The session database %s lost a prepared statement: a pooler in transaction "
+                "mode (pgbouncer) is in between. sqlsession now sends unnamed statements; "
+                "set prepared_statements=False (or ?statement_cache_size=0 in the URL) to "
+                "start that way.",
+                self.url,
+            )
+            return
+        raise StorageError(
+            f"The session database {self.url} lost a prepared statement "
+            f"({_errors.first_line(getattr(exc, 'orig', None) or exc)}): a pooler in "
+            "transaction mode (pgbouncer) is in between. Create the engine you pass with "
+            "connect_args={'statement_cache_size': 0, 'prepared_statement_cache_size': 0}, "
+            "or pass a URL with ?statement_cache_size=0 instead of an engine."
+        ) from exc
 
     async def _check_schema(self) -> None:
         async with self._ready_lock:
@@ -515,9 +562,10 @@ class SQLDriver(ExpiryMixin):
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
             except self._database_errors as exc:
-                error = self._storage_error(exc)
-                if isinstance(error, DatabaseUnavailableError):
-                    raise error from exc
+                if self._kind(exc) is not ErrorKind.MISSING_TABLE:
+                    # A server starting, stopping or full says so; only a missing version
+                    # table means "not migrated".
+                    raise self._storage_error(exc) from exc
                 name = version_table_name(self.table_name)
                 raise SchemaError(
                     f"The session table {self._where()} has not been migrated (no version "

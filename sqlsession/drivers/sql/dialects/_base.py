@@ -55,6 +55,9 @@ class ErrorKind(enum.Enum):
     LOCK_TIMEOUT = "lock timeout"
     ALREADY_EXISTS = "already exists"
     MISSING_SCHEMA = "missing schema"
+    TIMEOUT = "timeout"  # connect_timeout or statement_timeout: never run again
+    READ_ONLY = "read only"  # a write reached a standby or a read-only database
+    STATEMENT_LOST = "prepared statement lost"  # a pooler switched server connections
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class SQLDialect:
     driver_package: ClassVar[str] = ""
     """The database driver's import name."""
     supports_schema: ClassVar[bool] = False
+    supports_statement_timeout: ClassVar[bool] = False
     default_pool_size: ClassVar[int] = 16
     default_cleanup_batch_size: ClassVar[int] = 5000
     transactional_ddl: ClassVar[bool] = True
@@ -159,11 +163,33 @@ class SQLDialect:
         """Refuse options this database cannot honour."""
         if options.schema is not None and not cls.supports_schema:
             raise ConfigError(f"schema is a PostgreSQL option; {cls.title} has none.")
+        if options.statement_timeout is not None and not cls.supports_statement_timeout:
+            raise ConfigError(
+                f"statement_timeout is a PostgreSQL option; sqlsession cannot set one on "
+                f"{cls.title}."
+            )
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         """The autocommit engine the driver owns, its connections set up for sessions."""
         raise NotImplementedError
+
+    @classmethod
+    def connect_args(cls, url: str, options: SQLOptions) -> dict[str, Any]:
+        """What the database driver's connect needs for `options` (timeouts, settings).
+
+        The migration runner connects with the same, from the URL's settings alone.
+        """
+        return {}
+
+    @staticmethod
+    async def stop_preparing(engine: AsyncEngine) -> bool:
+        """Stop preparing named statements on `engine` (a pooler lost one).
+
+        Returns:
+            Whether that was done (False: the engine is not the dialect's to change).
+        """
+        return False
 
     @classmethod
     def database_file(cls, url: str) -> str | None:

@@ -1,20 +1,38 @@
 """PostgreSQL through asyncpg: upsert with ON CONFLICT, advisory locks, ctid batches.
 
-The fast path runs the driver's statements as asyncpg prepared statements: asyncpg
-prepares each once per connection and keeps it in its statement cache, so an operation
-is one Bind/Execute round trip.
+The fast path runs the driver's statements as prepared statements: each is prepared
+once per connection under a name unique to this process, so an operation is one
+Bind/Execute round trip. Behind a pooler in transaction mode (pgbouncer) a server
+connection serves many clients, so a statement prepared on one is missing on the next:
+with prepared statements off (the option, the URL's ``statement_cache_size=0``, or
+on the first statement the server has lost) every statement is sent unnamed, parsed
+and run in one exchange the pooler keeps on one server connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import String, Table, any_, bindparam, delete, func, literal_column, select, text
+from sqlalchemy import (
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    event,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
@@ -24,11 +42,9 @@ from ._base import (
     CleanupJob,
     ErrorKind,
     SQLDialect,
-    delete_in_batches,
     key_param,
     lock_id,
     on_conflict_upsert,
-    then,
     undo_quietly,
 )
 
@@ -42,7 +58,47 @@ _UNAVAILABLE_CLASSES = ("08", "28", "3D", "57")  # connection, auth, database, s
 _UNAVAILABLE_CODES = ("53300",)  # too many connections
 _QUERY_CANCELED = "57014"  # class 57, but a cancelled statement, not a server going away
 _CONFLICTS = ("40001", "40P01")  # serialization failure, deadlock
-_UNAVAILABLE_TEXT = ("connect call failed", "password authentication failed")
+_UNAVAILABLE_TEXT = (
+    "connect call failed",
+    "password authentication failed",
+    # pgbouncer's own refusals carry a protocol-violation code (08P01).
+    "no more connections allowed",
+    "no such database",
+    "pgbouncer cannot connect to server",
+)
+# The connection itself went away: the server ended it (a shutdown, a terminated
+# backend) or it broke mid-operation; a fresh connection may do.
+_LOST_CODES = ("08003", "08006", "57P01", "57P02")
+_LOST_TEXT = ("connection was closed", "cannot switch to state", "connection is closed")
+# A prepared statement the server does not have, or has twice: a pooler in transaction
+# mode handed this client another server connection.
+_STATEMENT_LOST = ("26000", "42P05")
+_READ_ONLY = "25006"
+
+
+class _Preparing:
+    """Whether an engine's connections prepare named statements; switched off for good."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.replaced = not on  # the connections made while it was on are gone
+
+    def connect_args(self) -> dict[str, Any]:
+        if not self.on:
+            # Unnamed statements only, in asyncpg and in SQLAlchemy's adapter.
+            return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+        # SQLAlchemy's adapter prepares under names unique to this process, so a
+        # statement another process prepared on a pooled server connection is never
+        # taken for ours: the server says it is missing instead.
+        return {"prepared_statement_name_func": _unique_name}
+
+
+def _unique_name() -> str:
+    return f"__sqlsession_{uuid.uuid4().hex}__"
+
+
+# The engines this module created, and whether they prepare.
+_PREPARING: weakref.WeakKeyDictionary[Engine, _Preparing] = weakref.WeakKeyDictionary()
 
 
 class Dialect(SQLDialect):
@@ -52,6 +108,7 @@ class Dialect(SQLDialect):
     driver_package = "asyncpg"
     title = "PostgreSQL"
     supports_schema = True
+    supports_statement_timeout = True
 
     def __init__(self, table: Table) -> None:
         super().__init__(table)
@@ -107,8 +164,9 @@ class Dialect(SQLDialect):
         self._relation_pages = text(
             "SELECT pg_relation_size(CAST(:name AS regclass)) / current_setting('block_size')::int"
         )
-        self._try_lock = text("SELECT pg_try_advisory_lock(:k)").bindparams(k=self._lock_key)
-        self._unlock = text("SELECT pg_advisory_unlock(:k)").bindparams(k=self._lock_key)
+        # Transaction-scoped: released when the batch's transaction ends, on whatever
+        # server connection a pooler gave it, so it can never outlive its work.
+        self._try_lock = text("SELECT pg_try_advisory_xact_lock(:k)").bindparams(k=self._lock_key)
 
     @classmethod
     def table_definition(cls) -> dict[str, Any]:
@@ -117,18 +175,59 @@ class Dialect(SQLDialect):
         return {"key_type": String(255, collation="C")}
 
     @classmethod
-    def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
-        connect_args: dict[str, Any] = {}
+    def connect_args(cls, url: str, options: SQLOptions) -> dict[str, Any]:
+        settings: dict[str, str] = {}
         if options.durability == "relaxed":
-            connect_args["server_settings"] = {"synchronous_commit": "off"}
+            settings["synchronous_commit"] = "off"
+        if options.statement_timeout is not None:
+            # Checked by the server, lock waits included; the connection stays usable.
+            settings["statement_timeout"] = str(max(1, round(options.statement_timeout * 1000)))
+        query = dict(parse_qsl(url.partition("?")[2]))
+        if "application_name" in query:
+            # libpq takes it in the URL; asyncpg only as a server setting.
+            settings["application_name"] = query["application_name"]
+        args: dict[str, Any] = {"server_settings": settings} if settings else {}
+        if options.connect_timeout is not None:
+            args["timeout"] = options.connect_timeout
+        if options.prepared_statements is False:
+            args.update(statement_cache_size=0, prepared_statement_cache_size=0)
+        return args
+
+    @classmethod
+    def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
-        return create_async_engine(
-            url,
+        engine = create_async_engine(
+            _without(url, "application_name"),
             isolation_level="AUTOCOMMIT",
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_args=connect_args,
+            connect_args=cls.connect_args(url, options),
         )
+        preparing = _Preparing(options.prepared_statements is not False)
+        _PREPARING[engine.sync_engine] = preparing
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _on_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+            cparams.update(preparing.connect_args())
+
+        return engine
+
+    @staticmethod
+    async def stop_preparing(engine: AsyncEngine) -> bool:
+        """Turn named prepared statements off for `engine`, after the server lost one.
+
+        Returns:
+            False when the engine was not created here (it is the caller's to set up).
+        """
+        preparing = _PREPARING.get(engine.sync_engine)
+        if preparing is None:
+            return False
+        preparing.on = False
+        if not preparing.replaced:
+            preparing.replaced = True
+            # Connections made so far hold named statements: replace them all.
+            await engine.dispose()
+        return True
 
     def upsert(self) -> Insert:
         return on_conflict_upsert(self._insert, self.table)
@@ -154,12 +253,47 @@ class Dialect(SQLDialect):
         pages instead, so the work per statement stays bounded and the last batch does
         not scan the whole table again.
         """
-        if not await conn.scalar(self._try_lock):
-            return None
-        async with then(conn, self._unlock):
-            if await self._mostly_expired(conn, job):
-                return await self._sweep(conn, job)
-            return await delete_in_batches(conn, self._cleanup, job)
+        sweep = await self._mostly_expired(conn, job)
+        if sweep:
+            pages = await conn.scalar(self._relation_pages, {"name": self._qualified_name})
+        # Each batch is a transaction of its own from here (ending SQLAlchemy's
+        # autobegun one first: on an autocommit connection it holds nothing).
+        await conn.commit()
+        await conn.execution_options(isolation_level="READ COMMITTED")
+        if sweep:
+            return await self._sweep(conn, job, int(pages or 0))
+        total = 0
+        while True:
+            deleted = await self._locked(
+                conn, self._cleanup, {"now": job.now_ms(), "batch": job.batch_size}
+            )
+            if deleted is None:
+                # Another runner holds the lock: it carries on from here.
+                return None if total == 0 else total
+            total += deleted
+            if deleted < job.batch_size:
+                return total
+            await asyncio.sleep(0)  # the app's own queries go between two batches
+
+    async def _locked(
+        self, conn: AsyncConnection, statement: Any, params: dict[str, Any]
+    ) -> int | None:
+        """Run one batch in a transaction of its own that holds the cleanup lock.
+
+        Returns:
+            The rows deleted, or None when another runner holds the lock.
+        """
+        await conn.begin()
+        try:
+            if not await conn.scalar(self._try_lock):
+                await conn.rollback()
+                return None
+            deleted: int = (await conn.execute(statement, params)).rowcount
+        except BaseException:
+            await undo_quietly(conn, conn.rollback)
+            raise
+        await conn.commit()
+        return deleted
 
     async def _mostly_expired(self, conn: AsyncConnection, job: CleanupJob) -> bool:
         # The planner's own estimate decides: it reads the whole table when the expired
@@ -169,26 +303,31 @@ class Dialect(SQLDialect):
         plan = await conn.scalar(self._explain_expired, {"now": job.now_ms()})
         return str(plan).lstrip().startswith("Seq Scan")
 
-    async def _sweep(self, conn: AsyncConnection, job: CleanupJob) -> int:
-        pages = int(await conn.scalar(self._relation_pages, {"name": self._qualified_name}) or 0)
+    async def _sweep(self, conn: AsyncConnection, job: CleanupJob, pages: int) -> int | None:
         step = max(1, job.batch_size // 20)
         total = 0
-        for first in range(0, pages, step):
+        # At least one batch, so an empty table still tells whether another runner is on.
+        for first in range(0, max(pages, 1), step):
             params = {"now": job.now_ms(), "lo": (first, 0), "hi": (first + step, 0)}
-            total += (await conn.execute(self._sweep_range, params)).rowcount
+            deleted = await self._locked(conn, self._sweep_range, params)
+            if deleted is None:
+                return None if first == 0 else total
+            total += deleted
             await asyncio.sleep(0)  # let the app's own queries through
         return total
 
     def fast_path(
         self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
     ) -> FastPath | None:
-        return _AsyncpgFastPath(engine, statements) if engine.dialect.driver == "asyncpg" else None
+        if engine.dialect.driver != "asyncpg":
+            return None
+        return _AsyncpgFastPath(engine, statements, _PREPARING.get(engine.sync_engine))
 
     @classmethod
     def driver_errors(cls) -> tuple[type[BaseException], ...]:
         import asyncpg
 
-        return (asyncpg.PostgresError, asyncpg.InterfaceError)
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
     @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
@@ -198,8 +337,18 @@ class Dialect(SQLDialect):
             or ""
         )
         lowered = str(error).lower()
+        if sqlstate in _STATEMENT_LOST or (
+            "prepared statement" in lowered and "does not exist" in lowered
+        ):
+            return ErrorKind.STATEMENT_LOST
         if sqlstate == "42P01" or ("relation" in lowered and "does not exist" in lowered):
             return ErrorKind.MISSING_TABLE
+        if sqlstate in _LOST_CODES or any(t in lowered for t in _LOST_TEXT):
+            return ErrorKind.LOST
+        if sqlstate == _QUERY_CANCELED and "timeout" in lowered:
+            return ErrorKind.TIMEOUT
+        if sqlstate == _READ_ONLY:
+            return ErrorKind.READ_ONLY
         if (
             (sqlstate[:2] in _UNAVAILABLE_CLASSES and sqlstate != _QUERY_CANCELED)
             or sqlstate in _UNAVAILABLE_CODES
@@ -230,16 +379,55 @@ class Dialect(SQLDialect):
 class _AsyncpgFastPath(FastPath):
     """`FastPath` on asyncpg connections."""
 
-    def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        statements: Mapping[str, ClauseElement],
+        preparing: _Preparing | None,
+    ) -> None:
         self.errors = (*Dialect.driver_errors(), OSError)
+        # An engine handed to the driver prepares as its owner set it up.
+        self._preparing = preparing or _Preparing(True)
+        # Each connection's prepared statements, by SQL text; dropped with it.
+        self._prepared: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         super().__init__(engine, statements)
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+        if self._preparing.on:
+            cache = self._prepared.setdefault(conn, {})
+            statement = cache.get(sql)
+            if statement is None:
+                statement = cache[sql] = await conn.prepare(sql, name=_unique_name())
+        else:
+            # The unnamed statement: Parse and Bind go out before one Sync, so a pooler
+            # keeps them on one server connection.
+            statement = await conn.prepare(sql, name="")
         if fetch:
-            return await conn.fetchval(sql, *args)
-        status: str = await conn.execute(sql, *args)
+            return await statement.fetchval(*args)
+        await statement.fetch(*args)
         # The command tag ends with the row count: "UPDATE 1", "INSERT 0 1".
-        return int(status.rsplit(" ", 1)[-1])
+        return int(statement.get_statusmsg().rsplit(" ", 1)[-1])
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
-        return bool(conn.is_closed()) or isinstance(exc, OSError)
+        if isinstance(exc, TimeoutError):
+            return False  # a timeout is never run again into twice the time
+        return bool(conn.is_closed()) or isinstance(exc, OSError) or _is_lost(exc)
+
+    def _conflict(self, exc: BaseException) -> bool:
+        kind = Dialect.classify(exc)
+        if kind is ErrorKind.STATEMENT_LOST:
+            # A pooler between us and the server: from now on, unnamed statements.
+            # The statement never ran (Bind found no statement), so it runs again.
+            self._preparing.on = False
+            return True
+        return kind is ErrorKind.CONFLICT
+
+
+def _is_lost(exc: BaseException) -> bool:
+    return Dialect.classify(exc) is ErrorKind.LOST
+
+
+def _without(url: str, name: str) -> str:
+    location, _, query = url.partition("?")
+    pairs = [(key, value) for key, value in parse_qsl(query) if key != name]
+    return f"{location}?{urlencode(pairs)}" if pairs else location
