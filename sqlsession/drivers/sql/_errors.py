@@ -39,6 +39,9 @@ def describe(exc: BaseException, dialect: type[SQLDialect]) -> tuple[ErrorKind |
         kind = ErrorKind.TIMEOUT
     elif kind is None and isinstance(orig, OSError):
         kind = ErrorKind.UNAVAILABLE
+    if isinstance(orig, ConnectionRefusedError):
+        # "[Errno 111] Connect call failed" says less than it knows.
+        return kind, f"connection refused, nothing listens there ({first_line(orig)})"
     return kind, first_line(orig)
 
 

@@ -55,7 +55,7 @@ __all__ = ["Dialect"]
 
 # SQLSTATE classes and codes (PostgreSQL's appendix A).
 _UNAVAILABLE_CLASSES = ("08", "28", "3D", "57")  # connection, auth, database, shutdown
-_UNAVAILABLE_CODES = ("53300",)  # too many connections
+_UNAVAILABLE_CODES = ("53300", "55000")  # too many connections, not accepting them
 _QUERY_CANCELED = "57014"  # class 57, but a cancelled statement, not a server going away
 _CONFLICTS = ("40001", "40P01")  # serialization failure, deadlock
 _UNAVAILABLE_TEXT = (
