@@ -116,7 +116,10 @@ class Cluster:
             for name, value in settings.items():
                 conf.write(f"{name} = {value}\n")
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Start the server; with `wait`, until it takes connections (a standby that is
+        not hot never does: see `wait_streaming`)."""
+        waiting = ["-w", "-t", "60"] if wait else ["-W"]
         run(
             [
                 pg_bin("pg_ctl"),
@@ -126,13 +129,20 @@ class Cluster:
                 str(self.log),
                 "-o",
                 f"-p {self.port} -k {self.root}",
-                "-w",
-                "-t",
-                "60",
+                *waiting,
                 "start",
             ],
             timeout=90,
         )
+
+    def wait_streaming(self, standbys: int = 1, timeout: float = 60) -> None:
+        """Wait until `standbys` standbys stream from this primary."""
+        deadline = time.monotonic() + timeout
+        sql = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+        while int(self.psql(sql)) < standbys:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"No standby streams from port {self.port}.")
+            time.sleep(0.1)
 
     def stop(self, mode: str = "fast", *, wait: bool = True) -> None:
         waiting = ["-w", "-t", "60"] if wait else ["-W"]
@@ -186,6 +196,8 @@ class Cluster:
                 "-R",
                 "-X",
                 "stream",
+                "-c",
+                "fast",
                 "--no-sync",
             ],
             timeout=120,

@@ -65,6 +65,9 @@ _UNAVAILABLE_TEXT = (
     "no more connections allowed",
     "no such database",
     "pgbouncer cannot connect to server",
+    # asyncpg, when no host of a multi-host URL is what target_session_attrs asks for
+    # (in a failover, before the standby is promoted).
+    "match the target attribute",
 )
 # The connection itself went away: the server ended it (a shutdown, a terminated
 # backend) or it broke mid-operation; a fresh connection may do.
