@@ -27,6 +27,7 @@ from typing import Any
 
 from ..config import SessionDriverConfig
 from ..driver import SessionDriver, SupportsDispose
+from ..errors import DatabaseUnavailableError, OperationTimeoutError
 from ..loader import load_driver
 from ._cookies import CookiePolicy
 from .session import Clock, Session
@@ -43,6 +44,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ERROR_BODY = b"Internal Server Error"
+_UNAVAILABLE_BODY = b"Service Unavailable"
 # Hosts where browsers accept a Secure cookie over plain http (a "potentially
 # trustworthy" origin); anywhere else they drop it.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -159,10 +161,10 @@ class SessionMiddleware:
         try:
             store = self._get_store()
             session = await store.load(self.cookie.read(scope.get("headers", ())))
-        except Exception:
-            logger.exception("Loading the session failed; answering 500.")
+        except Exception as exc:
+            logger.exception("Loading the session failed; answering %d.", _status_of(exc))
             if scope["type"] == "http":
-                await _send_error(send)
+                await _send_error(send, exc)
             else:
                 await send({"type": "websocket.close", "code": 1011})
             return
@@ -184,10 +186,12 @@ class SessionMiddleware:
                 # first chunk takes a while (server-sent events) still gets its headers.
                 try:
                     change = await store.commit(session)
-                except Exception:
-                    logger.exception("Saving the session failed; answering 500 instead.")
+                except Exception as exc:
+                    logger.exception(
+                        "Saving the session failed; answering %d instead.", _status_of(exc)
+                    )
                     failed = True
-                    await _send_error(send)
+                    await _send_error(send, exc)
                     return
                 if change is not None or session.accessed:
                     headers = list(message.get("headers", []))
@@ -275,18 +279,22 @@ def _add_vary_cookie(headers: list[Any]) -> None:
         headers[first] = (name, value + b", Cookie" if value.strip() else b"Cookie")
 
 
-async def _send_error(send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_ERROR_BODY)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _ERROR_BODY})
+def _status_of(exc: BaseException) -> int:
+    """503 when the database is down, starting, full or too slow (waiting may help); else 500."""
+    return 503 if isinstance(exc, DatabaseUnavailableError | OperationTimeoutError) else 500
+
+
+async def _send_error(send: Send, exc: BaseException) -> None:
+    status = _status_of(exc)
+    body = _UNAVAILABLE_BODY if status == 503 else _ERROR_BODY
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _NullDriver:
