@@ -96,6 +96,29 @@ class _Preparing:
         return {"prepared_statement_name_func": _unique_name}
 
 
+async def _connect_to_the_end(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg's connect, run to its end when the caller is cancelled.
+
+    A connect cancelled in the middle of its TLS negotiation leaves a future holding
+    "unexpected connection_lost() call" that asyncio logs as never retrieved. Left to
+    finish, the connect's outcome is collected here: a connection nobody wants any more
+    is closed, a failure is dropped.
+    """
+    import asyncpg
+
+    connecting = asyncio.ensure_future(asyncpg.connect(*args, **kwargs))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        connecting.add_done_callback(_close_unwanted)
+        raise
+
+
+def _close_unwanted(connecting: asyncio.Future[Any]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().terminate()
+
+
 def _unique_name() -> str:
     return f"__sqlsession_{uuid.uuid4().hex}__"
 
@@ -212,6 +235,7 @@ class Dialect(SQLDialect):
         @event.listens_for(engine.sync_engine, "do_connect")
         def _on_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
             cparams.update(preparing.connect_args())
+            cparams["async_creator_fn"] = _connect_to_the_end
 
         return engine
 
