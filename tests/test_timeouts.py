@@ -107,3 +107,14 @@ def test_a_multi_host_url_becomes_sqlalchemys_host_list() -> None:
     assert parsed.query["host"] == ("h1:5432", "h2:5433")
     assert parsed.query["target_session_attrs"] == "read-write"
     assert parsed.database == "app"
+
+
+async def test_timeouts_are_refused_with_an_engine_of_your_own(tmp_path: Any) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(ConfigError, match="connect_args"):
+            SQLDriver(engine=engine, connect_timeout=1)
+    finally:
+        await engine.dispose()

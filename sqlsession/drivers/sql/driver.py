@@ -45,7 +45,7 @@ from ..._url import (
     resolve_url,
     url_origin,
 )
-from ...errors import SchemaError, SessionError, StorageError
+from ...errors import ConfigError, SchemaError, SessionError, StorageError
 from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
 from . import _errors
 from ._fast import give_way, pool_drained
@@ -133,6 +133,14 @@ class SQLDriver(ExpiryMixin):
         """True when the last `cleanup` found another process cleaning."""
 
         if engine is not None:
+            given = {"connect_timeout": connect_timeout, "statement_timeout": statement_timeout}
+            given["prepared_statements"] = prepared_statements
+            if any(value is not None for value in given.values()):
+                raise ConfigError(
+                    f"{sorted(k for k, v in given.items() if v is not None)} apply to the "
+                    "engine the driver creates; set them on the engine you pass (its "
+                    "connect_args), or pass a URL instead."
+                )
             self._owns_engine = False
             dialect = dialect_class(engine.dialect.name)
             dialect.check_options(options)

@@ -436,8 +436,14 @@ class _AsyncpgFastPath(FastPath):
         return int(statement.get_statusmsg().rsplit(" ", 1)[-1])
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
+        import asyncpg
+
         if isinstance(exc, TimeoutError):
             return False  # a timeout is never run again into twice the time
+        if isinstance(exc, asyncpg.InvalidCachedStatementError):
+            # The table changed under a prepared statement (a migration): a new
+            # connection prepares afresh; asyncpg only redoes statements of its own cache.
+            return True
         return bool(conn.is_closed()) or isinstance(exc, OSError) or _is_lost(exc)
 
     def _conflict(self, exc: BaseException) -> bool:
