@@ -57,6 +57,8 @@ logger = logging.getLogger("sqlsession")
 T = TypeVar("T")
 # The single-statement, single-row operations the fast path runs, by name.
 _FAST = ("get", "has", "set", "remove", "touch")
+# How many connections that lost a prepared statement one operation may go through.
+_STATEMENTS_LOST_MAX = 8
 
 
 class SQLDriver(ExpiryMixin):
@@ -183,6 +185,7 @@ class SQLDriver(ExpiryMixin):
         )
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._unnamed_since_lost = False  # said once, in a warning
         self._cleanup_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -508,16 +511,24 @@ class SQLDriver(ExpiryMixin):
     ) -> T:
         if not self._ready:
             await self._check_schema()
-        for attempt in (1, 2):
+        attempt = 1
+        # Behind a pooler each connection made before the switch to unnamed statements
+        # may lose one more; each such failure costs that connection and runs again.
+        statements_lost = 0
+        while True:
             try:
                 async with self.engine.connect() as conn:
                     try:
                         result = await work(conn)
-                    except self._driver_errors as exc:
+                    except self._database_errors as exc:
+                        kind = self._kind(exc)
                         # Raised by the database driver past SQLAlchemy's error handling
-                        # (setting the isolation level, say): the connection is not
-                        # marked invalid unless we do it.
-                        if self._kind(exc) is ErrorKind.LOST:
+                        # (setting the isolation level, say), a lost connection is not
+                        # marked invalid unless we do it; nor is one that prepared
+                        # statements a pooler's server connections do not have.
+                        if kind is ErrorKind.STATEMENT_LOST or (
+                            kind is ErrorKind.LOST and isinstance(exc, self._driver_errors)
+                        ):
                             await conn.invalidate()
                         raise
                     drained = pool_drained(self.engine.sync_engine.pool)
@@ -530,18 +541,22 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
-                if kind is ErrorKind.STATEMENT_LOST and attempt == 1:
+                if kind is ErrorKind.STATEMENT_LOST and statements_lost < _STATEMENTS_LOST_MAX:
                     # Bind found no statement, so nothing ran: safe to run again.
+                    statements_lost += 1
                     await self._stop_preparing(exc)
                     continue
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
+                    attempt = 2
                     continue
                 raise self._storage_error(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _stop_preparing(self, exc: BaseException) -> None:
         """Switch to unnamed statements after the server lost a prepared one, or say how."""
         if await self._dialect.stop_preparing(self.engine):
+            if self._unnamed_since_lost:
+                return
+            self._unnamed_since_lost = True
             logger.warning(
                 "The session database %s lost a prepared statement: a pooler in transaction "
                 "mode (pgbouncer) is in between. sqlsession now sends unnamed statements; "

@@ -16,7 +16,7 @@ import enum
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import BindParameter, String, Table, bindparam, event
@@ -66,6 +66,9 @@ class CleanupJob:
 
     batch_size: int
     now_ms: Callable[[], int]
+    committed: list[int] = field(default_factory=list)
+    """Rows each committed batch deleted, kept across the driver's retries of the job
+    (a dialect that commits batch by batch appends to it, and counts from it)."""
 
 
 def key_param(name: str) -> BindParameter[str]:

@@ -85,6 +85,8 @@ class _Preparing:
     def __init__(self, on: bool) -> None:
         self.on = on
         self.replaced = not on  # the connections made while it was on are gone
+        # Held while they are replaced, so no caller retries on one of them meanwhile.
+        self.replacing = asyncio.Lock()
 
     def connect_args(self) -> dict[str, Any]:
         if not self.on:
@@ -193,6 +195,9 @@ class Dialect(SQLDialect):
         # Transaction-scoped: released when the batch's transaction ends, on whatever
         # server connection a pooler gave it, so it can never outlive its work.
         self._try_lock = text("SELECT pg_try_advisory_xact_lock(:k)").bindparams(k=self._lock_key)
+        self._wait_lock = text(
+            "SELECT true FROM (SELECT pg_advisory_xact_lock(:k)) AS taken"
+        ).bindparams(k=self._lock_key)
 
     @classmethod
     def table_definition(cls) -> dict[str, Any]:
@@ -250,10 +255,11 @@ class Dialect(SQLDialect):
         if preparing is None:
             return False
         preparing.on = False
-        if not preparing.replaced:
-            preparing.replaced = True
-            # Connections made so far hold named statements: replace them all.
-            await engine.dispose()
+        async with preparing.replacing:
+            if not preparing.replaced:
+                # Connections made so far hold named statements: replace them all.
+                await engine.dispose()
+                preparing.replaced = True
         return True
 
     def upsert(self) -> Insert:
@@ -289,30 +295,34 @@ class Dialect(SQLDialect):
         await conn.execution_options(isolation_level="READ COMMITTED")
         if sweep:
             return await self._sweep(conn, job, int(pages or 0))
-        total = 0
         while True:
+            first = not job.committed
             deleted = await self._locked(
-                conn, self._cleanup, {"now": job.now_ms(), "batch": job.batch_size}
+                conn, self._cleanup, {"now": job.now_ms(), "batch": job.batch_size}, first
             )
             if deleted is None:
-                # Another runner holds the lock: it carries on from here.
-                return None if total == 0 else total
-            total += deleted
+                return None  # another runner holds the lock: it does the work
+            # Counted once committed: a retry after a lost connection goes on from here.
+            job.committed.append(deleted)
             if deleted < job.batch_size:
-                return total
+                return sum(job.committed)
             await asyncio.sleep(0)  # the app's own queries go between two batches
 
     async def _locked(
-        self, conn: AsyncConnection, statement: Any, params: dict[str, Any]
+        self, conn: AsyncConnection, statement: Any, params: dict[str, Any], first: bool
     ) -> int | None:
         """Run one batch in a transaction of its own that holds the cleanup lock.
 
+        The first batch of a run only tries the lock; a later one waits for it (another
+        runner that came between two batches holds it for one batch), so a run that
+        has started finishes the table, taking turns with any other.
+
         Returns:
-            The rows deleted, or None when another runner holds the lock.
+            The rows deleted, or None when `first` and another runner holds the lock.
         """
         await conn.begin()
         try:
-            if not await conn.scalar(self._try_lock):
+            if not await conn.scalar(self._try_lock if first else self._wait_lock):
                 await conn.rollback()
                 return None
             deleted: int = (await conn.execute(statement, params)).rowcount
@@ -332,16 +342,15 @@ class Dialect(SQLDialect):
 
     async def _sweep(self, conn: AsyncConnection, job: CleanupJob, pages: int) -> int | None:
         step = max(1, job.batch_size // 20)
-        total = 0
         # At least one batch, so an empty table still tells whether another runner is on.
         for first in range(0, max(pages, 1), step):
             params = {"now": job.now_ms(), "lo": (first, 0), "hi": (first + step, 0)}
-            deleted = await self._locked(conn, self._sweep_range, params)
+            deleted = await self._locked(conn, self._sweep_range, params, not job.committed)
             if deleted is None:
-                return None if first == 0 else total
-            total += deleted
+                return None
+            job.committed.append(deleted)
             await asyncio.sleep(0)  # let the app's own queries through
-        return total
+        return sum(job.committed)
 
     def fast_path(
         self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
