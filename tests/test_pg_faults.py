@@ -205,8 +205,13 @@ async def test_a_server_shutting_down_is_unavailable(server: pgcluster.Cluster) 
 
 async def test_a_server_that_never_answers_times_out_once(server: pgcluster.Cluster) -> None:
     # Accepts TCP and says nothing: the connect gives up after connect_timeout, once.
+    done = asyncio.Event()
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
+        await done.wait()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     port = pgcluster.free_port(pgcluster.CLUSTER_PORTS)
     listener = await asyncio.start_server(silent, "127.0.0.1", port)
@@ -219,6 +224,9 @@ async def test_a_server_that_never_answers_times_out_once(server: pgcluster.Clus
                 await driver.get_item("k")
             elapsed = time.monotonic() - started
     finally:
+        done.set()
         listener.close()
+        await listener.wait_closed()
+        await asyncio.sleep(0.05)  # the handlers close their connections
     assert 0.4 < elapsed < 0.95, elapsed  # not retried into twice the time
     assert isinstance(info.value, SessionError)
