@@ -22,12 +22,10 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import MetaData, Table, pool
+from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import DropTable
 
-from sqlsession._sql_options import SQLOptions
 from sqlsession._table import session_table, version_table_name
 from sqlsession._url import dialect_name, resolve_url
 from sqlsession._validate import check_identifier
@@ -127,13 +125,7 @@ def do_run_migrations(connection: Connection) -> None:
 
 async def run_async_migrations() -> None:
     """Connect with the async driver and run the migrations in a sync callback."""
-    # The URL's own settings (timeouts, prepared statements off behind a pooler), typed.
-    engine_url, settings = SQLOptions(url=url).connection()
-    engine = create_async_engine(
-        engine_url,
-        poolclass=pool.NullPool,
-        connect_args=dialect.connect_args(engine_url, settings),
-    )
+    engine = dialect.migration_engine(url)
     try:
         async with engine.connect() as connection:
             await dialect.prepare_migration(connection)

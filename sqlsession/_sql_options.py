@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _validate
-from ._url import normalize_url, resolve_url, split_query
+from ._url import normalize_url, redact_url, resolve_url, split_query
 from .errors import ConfigError
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "SQLOptions"]
@@ -20,7 +20,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a new connection when neither the options nor the URL say."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SQLOptions:
     """Every option of the SQL driver that fits in a JSON config, checked on construction.
 
@@ -84,6 +84,13 @@ class SQLOptions:
                 "prepared_statements must be True, False or None, got "
                 f"{self.prepared_statements!r}."
             )
+
+    def __repr__(self) -> str:
+        url = None if self.url is None else redact_url(self.url)
+        fields = [f"url={url!r}"] + [
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)[1:]
+        ]
+        return f"SQLOptions({', '.join(fields)})"
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SQLOptions:

@@ -37,14 +37,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
+    SECRECY,
     CleanupJob,
     ErrorKind,
     SQLDialect,
     key_param,
     lock_id,
+    on_conflict_insert_if_absent,
     on_conflict_upsert,
+    renew_returning,
     undo_quietly,
 )
 
@@ -157,21 +160,9 @@ class Dialect(SQLDialect):
         # per second. No ORDER BY: with many rows expired the planner reads the table
         # in physical order, so a batch dirties few pages (index order was 4x slower).
         ctid: ColumnElement[Any] = literal_column("ctid")
-        # Rows a writer holds are skipped rather than waited for, and the outer
-        # condition re-checks expiry on the row version the DELETE actually sees, so a
-        # session refreshed during cleanup is never deleted. The locks also keep each
-        # picked ctid pointing at the same row until the DELETE reaches it.
-        batch = (
-            select(ctid)
-            .select_from(table)
-            .where(expired)
-            .limit(bindparam("batch"))
-            .with_for_update(skip_locked=True)
-        )
-        # ctid = ANY(ARRAY(...)) is what PostgreSQL runs as a TID scan.
-        self._cleanup = delete(table).where(
-            ctid == any_(func.array(batch.scalar_subquery())), expired
-        )
+        self._cleanup = self._cleanup_batch()
+        self._add = on_conflict_insert_if_absent(self._insert, table)
+        self._renew = renew_returning(table)
         # The sweep: the rows of one range of pages, read by a TID range scan.
         in_pages = (
             select(ctid)
@@ -198,6 +189,23 @@ class Dialect(SQLDialect):
         self._wait_lock = text(
             "SELECT true FROM (SELECT pg_advisory_xact_lock(:k)) AS taken"
         ).bindparams(k=self._lock_key)
+
+    def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
+        expired = self.table.c.expires_at <= bindparam("now")
+        ctid: ColumnElement[Any] = literal_column("ctid")
+        # Rows a writer holds are skipped rather than waited for, and the outer
+        # condition re-checks expiry on the row version the DELETE actually sees, so a
+        # session refreshed during cleanup is never deleted. The locks also keep each
+        # picked ctid pointing at the same row until the DELETE reaches it.
+        batch = (
+            select(ctid)
+            .select_from(self.table)
+            .where(expired, *conditions)
+            .limit(bindparam("batch"))
+            .with_for_update(skip_locked=True)
+        )
+        # ctid = ANY(ARRAY(...)) is what PostgreSQL runs as a TID scan.
+        return delete(self.table).where(ctid == any_(func.array(batch.scalar_subquery())), expired)
 
     @classmethod
     def table_definition(cls) -> dict[str, Any]:
@@ -228,8 +236,9 @@ class Dialect(SQLDialect):
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
         engine = create_async_engine(
-            _without(url, "application_name"),
+            cls.engine_url(url),
             isolation_level="AUTOCOMMIT",
+            **SECRECY,
             pool_size=pool_size,
             max_overflow=pool_size,
             connect_args=cls.connect_args(url, options),
@@ -243,6 +252,10 @@ class Dialect(SQLDialect):
             cparams["async_creator_fn"] = _connect_to_the_end
 
         return engine
+
+    @classmethod
+    def engine_url(cls, url: str) -> str:
+        return _without(url, "application_name")
 
     @staticmethod
     async def stop_preparing(engine: AsyncEngine) -> bool:
@@ -264,6 +277,22 @@ class Dialect(SQLDialect):
 
     def upsert(self) -> Insert:
         return on_conflict_upsert(self._insert, self.table)
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        return on_conflict_upsert(self._insert, self.table, rows)
+
+    def insert_if_absent(self) -> Insert:
+        return self._add
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        return (await conn.execute(self._renew, params)).first()
+
+    def prefix_cleanup(self, bounded: bool) -> Any:
+        key = self.table.c.key
+        conditions = [key >= key_param("low")]
+        if bounded:
+            conditions.append(key < key_param("high"))
+        return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
     async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
@@ -428,7 +457,7 @@ class _AsyncpgFastPath(FastPath):
         self._prepared: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         super().__init__(engine, statements)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         if self._preparing.on:
             cache = self._prepared.setdefault(conn, {})
             statement = cache.get(sql)
@@ -438,8 +467,10 @@ class _AsyncpgFastPath(FastPath):
             # The unnamed statement: Parse and Bind go out before one Sync, so a pooler
             # keeps them on one server connection.
             statement = await conn.prepare(sql, name="")
-        if fetch:
+        if fetch == "value":
             return await statement.fetchval(*args)
+        if fetch == "row":
+            return await statement.fetchrow(*args)
         await statement.fetch(*args)
         # The command tag ends with the row count: "UPDATE 1", "INSERT 0 1".
         return int(statement.get_statusmsg().rsplit(" ", 1)[-1])
