@@ -18,6 +18,7 @@ from .driver import (
 )
 from .errors import (
     ConfigError,
+    CorruptValueError,
     DatabaseUnavailableError,
     DriverLoadError,
     InvalidKeyError,
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "CorruptValueError",
     "DatabaseUnavailableError",
     "DriverLoadError",
     "InvalidKeyError",

@@ -51,7 +51,7 @@ class MemoryDriver(ExpiryMixin):
     async def get_item(self, key: str) -> Any:
         """Return the value under `key`, or None when it is absent or expired."""
         item = self._live(_validate.check_key(key))
-        return None if item is None else _codec.decode(item[0])
+        return None if item is None else _codec.decode(item[0], key)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
         """Store `value` under `key`; `ttl` overrides the default (None: no expiry)."""

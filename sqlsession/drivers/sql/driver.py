@@ -233,7 +233,7 @@ class SQLDriver(ExpiryMixin):
         """
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
         text = await self._scalar("get", params)
-        return None if text is None else _codec.decode(text)
+        return None if text is None else _codec.decode(text, key)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
         """Store `value` under `key`, replacing what was there.
