@@ -8,6 +8,7 @@ every backend; absurd ttls and ints are refused before anything is written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -79,14 +80,15 @@ async def test_a_corrupt_row_is_a_corrupt_value_error_naming_the_key(
 
 async def test_a_ttl_no_float_can_hold_is_an_invalid_ttl_error(driver: Any) -> None:
     await driver.set_item("k", 1)
-    for attempt in (
-        lambda: driver.set_item("k", 2, ttl=HUGE_TTL),
-        lambda: driver.set_item("k", 2, ttl=-HUGE_TTL),
-        lambda: driver.touch("k", ttl=HUGE_TTL),
-        lambda: driver.merge_item("k2", set={"a": 1}, ttl=HUGE_TTL),
-    ):
+    attempts: list[Awaitable[Any]] = [
+        driver.set_item("k", 2, ttl=HUGE_TTL),
+        driver.set_item("k", 2, ttl=-HUGE_TTL),
+        driver.touch("k", ttl=HUGE_TTL),
+        driver.merge_item("k2", set={"a": 1}, ttl=HUGE_TTL),
+    ]
+    for attempt in attempts:
         with pytest.raises(InvalidTTLError) as info:
-            await attempt()
+            await attempt
         assert "1329 bits" in str(info.value)  # described, not written out
     assert await driver.get_item("k") == 1
     assert await driver.has_item("k2") is False
@@ -107,7 +109,7 @@ def test_huge_ttls_in_configs_and_the_session_layer_are_invalid_ttl_errors(ttl: 
     with pytest.raises(InvalidTTLError):
         SessionStore(MemoryDriver(), max_age=ttl)
     with pytest.raises(InvalidTTLError):
-        SessionMiddleware(lambda *a: None, MemoryDriver(), idle_timeout=ttl)  # type: ignore[arg-type, return-value]
+        SessionMiddleware(app, MemoryDriver(), idle_timeout=ttl)
 
 
 async def test_a_session_key_with_a_huge_ttl_is_refused(clock: FakeClock) -> None:
@@ -132,6 +134,10 @@ async def test_an_int_over_the_conversion_limit_is_refused_naming_where(driver: 
     longest = 10**4299  # 4300 digits
     await driver.set_item("k", {"a": [longest, -longest]})
     assert await driver.get_item("k") == {"a": [longest, -longest]}
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    pass
 
 
 # -- the session layer: a corrupt row never means a 500 for that visitor -----------------------
