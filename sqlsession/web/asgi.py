@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import SessionDriverConfig
 from ..driver import SessionDriver, SupportsDispose
+from ..errors import SessionError
 from ..loader import load_driver
 from ._cookies import CookiePolicy
 from .session import Clock, Session
@@ -43,6 +44,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ERROR_BODY = b"Internal Server Error"
+# What the startup check reads: a key no session or user item ever has.
+_STARTUP_PROBE = "sqlsession:startup-check"
 # Hosts where browsers accept a Secure cookie over plain http (a "potentially
 # trustworthy" origin); anywhere else they drop it.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -145,15 +148,98 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the driver at startup and dispose it at shutdown, around the app's own.
+
+        The app's startup runs first (it may migrate the database), then the check; a
+        failed check shuts the app down again and reports ``lifespan.startup.failed``
+        with one line, so the server refuses to start. An app that does not speak the
+        lifespan protocol gets it spoken for it.
+        """
+        failure: Exception | None = None
+        app_started = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal app_started
+            if failure is not None:
+                return {"type": "lifespan.shutdown"}  # undo the app's startup
+            message = await receive()
+            app_started = app_started or message["type"] == "lifespan.startup"
+            return message
+
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                try:
-                    await self._dispose()
-                except Exception:
-                    logger.exception("Disposing the session driver failed.")
+            nonlocal failure
+            if message["type"] == "lifespan.startup.complete":
+                failure = await self._startup_check()
+                if failure is not None:
+                    return
+            elif message["type"] == "lifespan.shutdown.complete":
+                await self._dispose_quietly()
+                if failure is not None:
+                    return  # reported below, once the app has returned
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if app_started:
+                if failure is not None:
+                    await self._startup_failed(send, failure)
+                raise
+            # Raised before it asked for the startup message: the app has no lifespan
+            # support (a server in "auto" mode ignores that).
+            logger.debug("The app does not support the lifespan protocol.", exc_info=True)
+        if failure is not None:
+            await self._startup_failed(send, failure)
+        if not app_started:
+            await self._run_lifespan(receive, send)
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        """The lifespan protocol for an app that does not speak it."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                failure = await self._startup_check()
+                if failure is not None:
+                    await self._startup_failed(send, failure)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._dispose_quietly()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _startup_check(self) -> Exception | None:
+        """Load the driver (from a config) and read one item, so a driver that cannot
+        work fails the server's startup rather than the first request; None when it works.
+
+        The read is the SQL driver's first operation, which checks the database file or
+        server and that the table is migrated.
+        """
+        try:
+            store = self._get_store()
+            await store.driver.get_item(_STARTUP_PROBE)
+        except Exception as exc:
+            await self._dispose_quietly()
+            return exc
+        return None
+
+    async def _startup_failed(self, send: Send, error: Exception) -> NoReturn:
+        """Tell the server the startup failed, with one line, then raise `error`.
+
+        Raising after ``lifespan.startup.failed`` is what servers expect (uvicorn logs the
+        message and exits with status 3) and what makes ``with TestClient(app)`` raise.
+        """
+        detail = (
+            str(error) if isinstance(error, SessionError) else f"{type(error).__name__}: {error}"
+        )
+        line = " ".join(f"SessionMiddleware cannot start: {detail}".split())
+        await send({"type": "lifespan.startup.failed", "message": line})
+        raise error
+
+    async def _dispose_quietly(self) -> None:
+        try:
+            await self._dispose()
+        except Exception:
+            logger.exception("Disposing the session driver failed.")
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
