@@ -27,9 +27,10 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from sqlsession import DatabaseUnavailableError, DriverLoadError, SchemaError, session_drivers
+from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.web import SessionMiddleware
-from tests.conftest import migrate
+from tests.conftest import FakeClock, migrate
 
 UNREACHABLE = "postgresql://app:s3cret-pw@127.0.0.1:1/app"  # nothing listens on port 1
 
@@ -119,7 +120,9 @@ def our_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "SessionMiddleware" in line]
 
 
-def test_uvicorn_refuses_to_start_on_an_unmigrated_table(tmp_path: Path) -> None:
+def test_uvicorn_refuses_to_start_on_an_unmigrated_table_and_serves_once_migrated(
+    tmp_path: Path,
+) -> None:
     database = tmp_path / "sessions.db"
     sqlite3.connect(database).close()  # the file exists, the table does not
     status, stderr = run_uvicorn(tmp_path, f"sqlite:///{database}")
@@ -128,6 +131,30 @@ def test_uvicorn_refuses_to_start_on_an_unmigrated_table(tmp_path: Path) -> None
     assert "has not been migrated" in line
     assert f"sqlsession migrate --url sqlite+aiosqlite:///{database} --table sqlsession" in line
     assert "Traceback" not in stderr
+    # Once migrated, the same command starts and serves.
+    migrate(f"sqlite:///{database}")
+    with subprocess.Popen(
+        uvicorn_command(),
+        cwd=tmp_path,
+        env=uvicorn_env(f"sqlite:///{database}"),
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stderr is not None
+            port = None
+            for line in server.stderr:  # uvicorn logs to stderr; bounded by the finally
+                found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+                if found:
+                    port = int(found.group(1))
+                    break
+            assert port is not None
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                assert http.get("/").json() == 1
+                assert http.get("/").json() == 2
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def test_uvicorn_refuses_to_start_on_a_missing_database_file(tmp_path: Path) -> None:
@@ -161,34 +188,6 @@ def test_uvicorn_refuses_to_start_without_the_driver_package_naming_the_extra(
     assert "Traceback" not in stderr
 
 
-def test_uvicorn_starts_and_serves_on_a_migrated_database(tmp_path: Path) -> None:
-    database = tmp_path / "sessions.db"
-    migrate(f"sqlite:///{database}")
-    (tmp_path / "app.py").write_text(APP_MODULE)
-    with subprocess.Popen(
-        uvicorn_command(),
-        cwd=tmp_path,
-        env=uvicorn_env(f"sqlite:///{database}"),
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as server:
-        try:
-            assert server.stderr is not None
-            port = None
-            for line in server.stderr:  # uvicorn logs to stderr; bounded by the finally
-                found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-                if found:
-                    port = int(found.group(1))
-                    break
-            assert port is not None
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                assert http.get("/").json() == 1
-                assert http.get("/").json() == 2
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
 # -- Starlette's TestClient ----------------------------------------------------------------
 
 
@@ -200,15 +199,27 @@ def test_with_test_client_a_failed_check_raises_the_error(tmp_path: Path) -> Non
         pass
 
 
-def test_test_client_with_and_without_lifespan_serves_sessions(sqlite_url: str) -> None:
-    app = starlette_app(session_drivers.sql(url=sqlite_url))
-    with TestClient(app) as http:
+class CountingMemoryDriver(MemoryDriver):
+    """A real memory driver that counts its reads."""
+
+    reads = 0
+
+    async def get_item(self, key: str) -> Any:
+        self.reads += 1
+        return await super().get_item(key)
+
+
+def test_test_client_with_and_without_lifespan(clock: FakeClock) -> None:
+    driver = CountingMemoryDriver(clock=clock)
+    with TestClient(starlette_app(driver)) as http:
+        assert driver.reads == 1  # the startup check, before any request
         assert http.get("/").json() == 1
         assert http.get("/").json() == 2
-    # Without `with`, no lifespan runs: the driver is loaded by the first request. (A
-    # memory driver: each request runs on an event loop of its own, and nothing would
-    # dispose a SQL driver's connections.)
-    http = TestClient(starlette_app(session_drivers.memory()))
+    # Without `with`, no lifespan runs: nothing is checked before the first request,
+    # which works as before.
+    driver = CountingMemoryDriver(clock=clock)
+    http = TestClient(starlette_app(driver))
+    assert driver.reads == 0
     assert http.get("/").json() == 1
     assert http.get("/").json() == 2
 
@@ -233,13 +244,24 @@ def test_the_apps_own_lifespan_runs_first_and_is_shut_down_when_the_check_fails(
 
 def test_an_app_that_migrates_in_its_own_lifespan_starts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    events: list[str] = []
+
+    class Driver(SQLDriver):
+        async def get_item(self, key: str) -> Any:
+            events.append("session read")
+            return await super().get_item(key)
+
+    driver = Driver(url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         migrate(url)  # the app's startup comes before the middleware's check
+        events.append("migrated")
         yield
+        await driver.dispose()
 
-    with TestClient(starlette_app(session_drivers.sql(url=url), lifespan=lifespan)) as http:
+    with TestClient(starlette_app(driver, lifespan=lifespan)) as http:
+        assert events == ["migrated", "session read"]
         assert http.get("/").json() == 1
 
 
