@@ -45,6 +45,8 @@ def translate(
     kind, message = describe(exc, dialect)
     if kind is ErrorKind.MISSING_TABLE:
         return SchemaError(missing_table)
+    if kind is ErrorKind.FILE_GONE:
+        return SchemaError(f"{message}. {missing_table}")
     if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
         return unavailable(url, message)
     if kind is ErrorKind.LOCK_TIMEOUT:

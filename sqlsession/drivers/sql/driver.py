@@ -444,7 +444,7 @@ class SQLDriver(ExpiryMixin):
         except SessionError:
             raise
         except self._database_errors as exc:
-            raise self._storage_error(exc) from exc
+            raise await self._failure(exc) from exc
 
     async def _run(
         self,
@@ -500,7 +500,7 @@ class SQLDriver(ExpiryMixin):
                 )
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
-                raise self._storage_error(exc) from exc
+                raise await self._failure(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _check_schema(self) -> None:
@@ -575,6 +575,16 @@ class SQLDriver(ExpiryMixin):
 
     def _kind(self, exc: BaseException) -> ErrorKind | None:
         return _errors.describe(exc, type(self._dialect))[0]
+
+    async def _failure(self, exc: BaseException) -> SessionError:
+        """`_storage_error`, after closing what must not stay open."""
+        error = self._storage_error(exc)
+        if self._owns_engine and self._kind(exc) is ErrorKind.FILE_GONE:
+            # Close every connection on the deleted file now, not one per checkout: its
+            # -wal and -shm files stay at the path, held open, where a database created
+            # again there would take them for its own.
+            await self.engine.dispose()
+        return error
 
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""

@@ -55,6 +55,7 @@ class ErrorKind(enum.Enum):
     LOCK_TIMEOUT = "lock timeout"
     ALREADY_EXISTS = "already exists"
     MISSING_SCHEMA = "missing schema"
+    FILE_GONE = "file gone"  # an embedded database's file was deleted under the driver
 
 
 @dataclass(frozen=True)

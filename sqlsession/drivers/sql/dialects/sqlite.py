@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, bindparam, delete, event, literal_column, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.sql.dml import Insert
@@ -40,7 +42,9 @@ from ._base import (
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
 
-__all__ = ["Dialect"]
+__all__ = ["DatabaseFileGone", "Dialect"]
+
+logger = logging.getLogger("sqlsession")
 
 # SQLite has one writer at a time: a pool larger than this only queues tasks on more
 # aiosqlite threads (measured: get p50 1.2 ms with 16 connections, 0.27 ms with 4, for
@@ -104,6 +108,11 @@ class Dialect(SQLDialect):
             cursor.close()
 
         reset_only_open_transactions(engine, lambda conn: bool(conn.in_transaction))
+        database = cls.database_file(url)
+        if database is not None:
+            watch = _FileWatch(database)
+            event.listen(engine.sync_engine, "do_connect", watch.on_connect)
+            event.listen(engine.sync_engine, "checkout", watch.on_checkout)
         return engine
 
     @classmethod
@@ -162,6 +171,8 @@ class Dialect(SQLDialect):
 
     @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
+        if isinstance(error, DatabaseFileGone):
+            return ErrorKind.FILE_GONE
         lowered = str(error).lower()
         if "no such table" in lowered:
             return ErrorKind.MISSING_TABLE
@@ -188,6 +199,67 @@ class Dialect(SQLDialect):
         # migrator waits (busy_timeout) and then finds the work done.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield
+
+
+class DatabaseFileGone(sqlite3.OperationalError):
+    """The database file was deleted while the driver had connections open on it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"The SQLite database file {path!r} was deleted while sqlsession had it open, "
+            "so nothing more is written to it; restore it, or create it again"
+        )
+
+
+# Where a connection record keeps the identity of the file its connection opened.
+_FILE_IDENTITY = "sqlsession.sqlite_file"
+
+
+class _FileWatch:
+    """Keeps an engine's connections on the file at `path`.
+
+    A pooled SQLite connection keeps the file it opened, even once that file is deleted
+    or replaced (a restore with ``mv``): every write it acknowledges would then go to a
+    file nobody will read again. So the file's identity (device and inode) is noted
+    when a connection opens and compared, with one ``stat``, each time the pool hands
+    the connection out: a deleted file fails the operation, a replaced one gets the
+    connection reopened on the new file. A missing file is never created here.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._opened: tuple[int, int] | None = None
+
+    def identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def on_connect(self, _dialect: Any, record: Any, _args: Any, _kwargs: Any) -> None:
+        # Read before the file is opened: were it swapped in between, the connection
+        # would carry the old identity and be reopened at its first checkout, rather
+        # than carry the new one while it has the old file open.
+        identity = self.identity()
+        if identity is None:
+            raise DatabaseFileGone(self.path)
+        if self._opened is not None and identity != self._opened:
+            logger.warning(
+                "The SQLite database file %r was replaced; sqlsession's connections now "
+                "open the new file.",
+                self.path,
+            )
+        self._opened = identity
+        record.info[_FILE_IDENTITY] = identity
+
+    def on_checkout(self, _dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        identity = self.identity()
+        if identity is None:
+            raise DatabaseFileGone(self.path)  # the pool closes this connection
+        if identity != record.info.get(_FILE_IDENTITY):
+            # The pool closes the connection and hands out a new one, on the new file.
+            raise DisconnectionError(f"the SQLite database file {self.path!r} was replaced")
 
 
 async def _give_the_lock_back(elapsed: float) -> None:
