@@ -157,6 +157,14 @@ class SQLDriver(ExpiryMixin):
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
+        pool_size = options.pool_size or dialect.default_pool_size
+        if not self._owns_engine:
+            size = getattr(self.engine.sync_engine.pool, "size", None)
+            pool_size = size() if callable(size) else 0
+        slots = dialect.write_slots(pool_size) if pool_size else None
+        self._write_slots: contextlib.AbstractAsyncContextManager[Any] = (
+            _ANY_TIME if slots is None else asyncio.Semaphore(slots)
+        )
 
     @classmethod
     def from_options(
@@ -308,7 +316,7 @@ class SQLDriver(ExpiryMixin):
         stmt, params = self._prefix_query(
             prefix, self._clear_all, self._clear_from, self._clear_range
         )
-        await self._run(lambda conn: conn.execute(stmt, params))
+        await self._run(lambda conn: conn.execute(stmt, params), write=True)
 
     async def merge_item(
         self,
@@ -350,7 +358,7 @@ class SQLDriver(ExpiryMixin):
 
         # Not `transactional`: a merge lost with its connection runs once more, which is
         # safe because applying the same set and delete twice gives the same dict.
-        return await self._run(merge)
+        return await self._run(merge, write=True)
 
     async def cleanup(self) -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
@@ -371,7 +379,7 @@ class SQLDriver(ExpiryMixin):
             self.last_cleanup_skipped = deleted is None
             return deleted or 0
 
-        return await self._run(run, transactional=True, interruptible=True)
+        return await self._run(run, transactional=True, interruptible=True, write=True)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
@@ -429,22 +437,37 @@ class SQLDriver(ExpiryMixin):
             async def changed(conn: AsyncConnection) -> int:
                 return (await conn.execute(stmt, params)).rowcount
 
-            return await self._run(changed)
-        count: int = await self._run_fast(self._fast.rowcount, name, params)
+            return await self._run(changed, write=True)
+        count: int = await self._run_fast(self._fast.rowcount, name, params, write=True)
         return count
 
     async def _run_fast(
-        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+        self,
+        method: Callable[[str, dict[str, Any]], Awaitable[T]],
+        name: str,
+        params: Any,
+        *,
+        write: bool = False,
     ) -> T:
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        try:
-            return await method(name, params)
-        except SessionError:
-            raise
-        except self._database_errors as exc:
-            raise await self._failure(exc) from exc
+        async with self._write_slots if write else _ANY_TIME:
+            return await self._run_fast_now(method, name, params)
+
+    async def _run_fast_now(
+        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+    ) -> T:
+        for attempt in (1, 2):
+            try:
+                return await method(name, params)
+            except SessionError:
+                raise
+            except self._database_errors as exc:
+                if attempt == 1 and await self._reopened(exc):
+                    continue
+                raise await self._failure(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(
         self,
@@ -452,6 +475,7 @@ class SQLDriver(ExpiryMixin):
         *,
         transactional: bool = False,
         interruptible: bool = False,
+        write: bool = False,
     ) -> T:
         """Run `work` on a pooled connection, mapping database errors to ours.
 
@@ -461,10 +485,13 @@ class SQLDriver(ExpiryMixin):
         once but the work runs to its end: cancelled in the middle of a statement, the
         connection would be dropped without being closed, holding what it held (SQLite's
         write lock inside a merge, until every writer had waited out its busy timeout).
+        A `write` takes one of the dialect's write slots first.
         """
         if interruptible:
-            return await self._run_now(work, transactional=transactional)
-        running = asyncio.ensure_future(self._run_now(work, transactional=transactional))
+            return await self._run_now(work, transactional=transactional, write=write)
+        running = asyncio.ensure_future(
+            self._run_now(work, transactional=transactional, write=write)
+        )
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
@@ -472,10 +499,16 @@ class SQLDriver(ExpiryMixin):
             raise
 
     async def _run_now(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool, write: bool
     ) -> T:
         if not self._ready:
             await self._check_schema()
+        async with self._write_slots if write else _ANY_TIME:
+            return await self._run_attempts(work, transactional=transactional)
+
+    async def _run_attempts(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+    ) -> T:
         for attempt in (1, 2):
             try:
                 async with self.engine.connect() as conn:
@@ -498,7 +531,11 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
-                if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
+                if attempt == 1 and (
+                    (lost and not transactional)
+                    or kind is ErrorKind.CONFLICT
+                    or await self._reopened(exc)
+                ):
                     continue
                 raise await self._failure(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -507,10 +544,13 @@ class SQLDriver(ExpiryMixin):
         async with self._ready_lock:
             if self._ready:
                 return
-            if self._database_file is not None and not os.path.exists(  # noqa: ASYNC240 - one stat, once per driver
-                self._database_file
-            ):
-                raise SchemaError(self._missing_file_message(self._database_file))
+            if self._database_file is not None:
+                try:
+                    os.stat(self._database_file)
+                except FileNotFoundError:
+                    raise SchemaError(self._missing_file_message(self._database_file)) from None
+                except OSError as exc:  # a directory on the way this process may not enter
+                    raise self._storage_error(exc) from exc
             try:
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
@@ -586,6 +626,23 @@ class SQLDriver(ExpiryMixin):
             await self.engine.dispose()
         return error
 
+    async def _reopened(self, exc: BaseException) -> bool:
+        """Whether `exc` found the database file replaced and every connection was closed,
+        so the work may run again, on the new file (it was checked before it started)."""
+        if not self._owns_engine or self._kind(exc) is not ErrorKind.FILE_REPLACED:
+            return False
+        logger.warning(
+            "The %s database file %r was replaced; sqlsession closed its connections to the "
+            "old file and opens the new one.",
+            self._dialect.title,
+            self._database_file,
+        )
+        # All of them at once: a connection to the old file must not checkpoint the
+        # shared -wal file into the old file while others use it with the new one.
+        await self.engine.dispose()
+        self._ready = False
+        return True
+
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""
         error = _errors.translate(
@@ -598,6 +655,10 @@ class SQLDriver(ExpiryMixin):
         if isinstance(error, SchemaError):
             self._ready = False
         return error
+
+
+# The write slots of a database that takes any number of writers at once.
+_ANY_TIME: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
