@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from ... import _codec, _validate
 from ..._sql_options import SQLOptions
@@ -458,16 +459,12 @@ class SQLDriver(ExpiryMixin):
     async def _run_fast_now(
         self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
     ) -> T:
-        for attempt in (1, 2):
-            try:
-                return await method(name, params)
-            except SessionError:
-                raise
-            except self._database_errors as exc:
-                if attempt == 1 and await self._reopened(exc):
-                    continue
-                raise await self._failure(exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return await method(name, params)
+        except SessionError:
+            raise
+        except self._database_errors as exc:
+            raise await self._failure(exc) from exc
 
     async def _run(
         self,
@@ -531,11 +528,7 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
-                if attempt == 1 and (
-                    (lost and not transactional)
-                    or kind is ErrorKind.CONFLICT
-                    or await self._reopened(exc)
-                ):
+                if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
                 raise await self._failure(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -619,29 +612,13 @@ class SQLDriver(ExpiryMixin):
     async def _failure(self, exc: BaseException) -> SessionError:
         """`_storage_error`, after closing what must not stay open."""
         error = self._storage_error(exc)
-        if self._owns_engine and self._kind(exc) is ErrorKind.FILE_GONE:
-            # Close every connection on the deleted file now, not one per checkout: its
-            # -wal and -shm files stay at the path, held open, where a database created
-            # again there would take them for its own.
-            await self.engine.dispose()
+        if self._kind(exc) is ErrorKind.FILE_GONE:
+            # Close the idle connections on the deleted file now, not one per checkout
+            # (the next ones fail before any checkout): its -wal and -shm files stay at
+            # the path, held open, where a database created again there would take them
+            # for its own. Those in use fail their next checkout and are closed then.
+            await greenlet_spawn(self.engine.sync_engine.pool.dispose)
         return error
-
-    async def _reopened(self, exc: BaseException) -> bool:
-        """Whether `exc` found the database file replaced and every connection was closed,
-        so the work may run again, on the new file (it was checked before it started)."""
-        if not self._owns_engine or self._kind(exc) is not ErrorKind.FILE_REPLACED:
-            return False
-        logger.warning(
-            "The %s database file %r was replaced; sqlsession closed its connections to the "
-            "old file and opens the new one.",
-            self._dialect.title,
-            self._database_file,
-        )
-        # All of them at once: a connection to the old file must not checkpoint the
-        # shared -wal file into the old file while others use it with the new one.
-        await self.engine.dispose()
-        self._ready = False
-        return True
 
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""

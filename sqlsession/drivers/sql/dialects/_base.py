@@ -56,7 +56,6 @@ class ErrorKind(enum.Enum):
     ALREADY_EXISTS = "already exists"
     MISSING_SCHEMA = "missing schema"
     FILE_GONE = "file gone"  # an embedded database's file was deleted under the driver
-    FILE_REPLACED = "file replaced"  # ... or replaced: reopen on the new file
 
 
 @dataclass(frozen=True)
