@@ -13,6 +13,10 @@ claims success. Changes made after the response has started (in a streaming body
 background task) are not saved. On a websocket the session is loaded and readable, but
 changes are not saved (there is no response to carry a cookie).
 
+At lifespan startup, after the app's own, the middleware loads its driver and reads one
+item, so a driver that cannot work (a missing package, an unmigrated table, an
+unreachable database) stops the server from starting instead of failing requests.
+
 A response gets ``Vary: Cookie`` when the app read or changed the session before the
 response started, or when the cookie changes, so a shared cache does not serve one
 visitor's page to another. (A streaming body that reads the session only after the
@@ -57,8 +61,10 @@ class SessionMiddleware:
     Args:
         app: the ASGI app to wrap.
         driver: a `SessionDriverConfig` (the middleware loads the driver once per
-            process, on first use, and disposes it at lifespan shutdown) or a driver
-            object (used as is, never disposed by the middleware).
+            process, at lifespan startup or else on first use, and disposes it at
+            lifespan shutdown) or a driver object (used as is, never disposed by the
+            middleware). Either is checked at lifespan startup by reading one item; a
+            failure fails the server's startup with one line.
         session_cookie: the cookie's name, an RFC 6265 token.
         max_age: absolute lifetime in seconds, from the session's creation; no activity
             extends it. None: no absolute limit, and the cookie lasts until the browser
