@@ -27,14 +27,17 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from ....errors import ConfigError
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
+    SECRECY,
     CleanupJob,
     ErrorKind,
     SQLDialect,
     delete_in_batches,
     key_param,
+    on_conflict_insert_if_absent,
     on_conflict_upsert,
+    renew_returning,
     reset_only_open_transactions,
     then,
     undo_quietly,
@@ -60,6 +63,41 @@ _CLOSES_FAILED_CONNECTIONS = tuple(int(part) for part in sqlalchemy.__version__.
 BUSY_TIMEOUT_MS = 30_000
 
 
+def create_files_private(engine: AsyncEngine) -> None:
+    """Have `engine` create a missing database file readable by its owner only (0600).
+
+    sqlite3 would create it with the umask's mode (0644 as a rule), readable by every
+    user of the machine. SQLite gives the ``-wal`` and ``-shm`` files it creates beside
+    it the database file's mode. An existing file keeps its mode.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _create(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        path = cargs[0] if cargs else cparams.get("database")
+        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+            return
+        # Whatever goes wrong here (a missing directory, no permission), SQLite's own
+        # connect reports it next.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+class HiddenParameters(tuple[Any, ...]):
+    """A statement's parameters that print as a placeholder.
+
+    aiosqlite logs every call it runs on its thread at DEBUG, with the call's
+    arguments: the session keys and values. sqlite3 binds any sequence, so wrapping
+    the parameters in this tuple keeps them out of that log and changes nothing else.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<parameters hidden>"
+
+    __str__ = __repr__
+
+
 class Dialect(SQLDialect):
     """SQLite 3.35 and later, in a file (WAL mode)."""
 
@@ -76,15 +114,25 @@ class Dialect(SQLDialect):
         c = table.c
         self._insert = sqlite.insert(table)
         self._read = select(c.value, c.expires_at).where(c.key == key_param("k"))
-        expired = c.expires_at <= bindparam("now")
-        # Rows are picked by rowid, so the DELETE fetches each one directly instead of
-        # probing the key index again.
-        rowid: ColumnElement[Any] = literal_column("rowid")
-        batch = select(rowid).select_from(table).where(expired).limit(bindparam("batch"))
-        self._cleanup = delete(table).where(rowid.in_(batch.scalar_subquery()), expired)
+        self._cleanup = self._cleanup_batch()
+        self._add = on_conflict_insert_if_absent(self._insert, table)
+        self._renew = renew_returning(table)
         self._autocheckpoint = text("PRAGMA wal_autocheckpoint")
         self._autocheckpoint_off = text("PRAGMA wal_autocheckpoint = 0")
         self._checkpoint = text("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
+        expired = self.table.c.expires_at <= bindparam("now")
+        # Rows are picked by rowid, so the DELETE fetches each one directly instead of
+        # probing the key index again.
+        rowid: ColumnElement[Any] = literal_column("rowid")
+        batch = (
+            select(rowid)
+            .select_from(self.table)
+            .where(expired, *conditions)
+            .limit(bindparam("batch"))
+        )
+        return delete(self.table).where(rowid.in_(batch.scalar_subquery()), expired)
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
@@ -96,6 +144,7 @@ class Dialect(SQLDialect):
         engine = create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
+            **SECRECY,
             # SQLAlchemy before 2.0.38 gives aiosqlite a NullPool by default.
             poolclass=AsyncAdaptedQueuePool,
             pool_size=options.pool_size or cls.default_pool_size,
@@ -120,12 +169,26 @@ class Dialect(SQLDialect):
                     dbapi_connection.close()
                 raise
 
-        reset_only_open_transactions(engine, lambda conn: bool(conn.in_transaction))
         database = cls.database_file(url)
         if database is not None:
             watch = _FileWatch(database)
+            # Before create_files_private's: the driver never creates the file.
             event.listen(engine.sync_engine, "do_connect", watch.on_connect)
             event.listen(engine.sync_engine, "checkout", watch.on_checkout)
+        create_files_private(engine)
+
+        @event.listens_for(engine.sync_engine, "do_execute")
+        def _execute(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+            cursor.execute(statement, HiddenParameters(parameters))
+            return True  # executed: SQLAlchemy runs nothing more
+
+        reset_only_open_transactions(engine, lambda conn: bool(conn.in_transaction))
+        return engine
+
+    @classmethod
+    def migration_engine(cls, url: str) -> AsyncEngine:
+        engine = super().migration_engine(url)
+        create_files_private(engine)
         return engine
 
     @classmethod
@@ -137,6 +200,22 @@ class Dialect(SQLDialect):
 
     def upsert(self) -> Insert:
         return on_conflict_upsert(self._insert, self.table)
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        return on_conflict_upsert(self._insert, self.table, rows)
+
+    def insert_if_absent(self) -> Insert:
+        return self._add
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        return (await conn.execute(self._renew, params)).first()
+
+    def prefix_cleanup(self, bounded: bool) -> Any:
+        key = self.table.c.key
+        conditions = [key >= key_param("low")]
+        if bounded:
+            conditions.append(key < key_param("high"))
+        return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
     async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
@@ -268,8 +347,8 @@ class DatabaseFileGone(sqlite3.OperationalError):
 
     def __init__(self, path: str) -> None:
         super().__init__(
-            f"The SQLite database file {path!r} was deleted while sqlsession had it open, "
-            "so nothing more is written to it; restore it, or create it again"
+            f"The SQLite database file {path!r} is gone (deleted while sqlsession was using "
+            "it), so nothing more is written to it; restore it, or create it again"
         )
 
 
@@ -341,12 +420,13 @@ class _AiosqliteFastPath(FastPath):
     # aiosqlite raises ValueError for a connection it has closed.
     errors = (sqlite3.Error, ValueError)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
-        if fetch:
-            rows = await conn.execute_fetchall(sql, args)
-            result = rows[0][0] if rows else None
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
+        hidden = HiddenParameters(args)
+        if fetch != "count":
+            rows = await conn.execute_fetchall(sql, hidden)
+            result = None if not rows else rows[0][0] if fetch == "value" else rows[0]
         else:
-            result = (await conn.execute(sql, args)).rowcount
+            result = (await conn.execute(sql, hidden)).rowcount
         # The driver's own engine autocommits; an engine handed to it may leave sqlite3
         # opening a transaction before a write, which must not stay open.
         if conn.in_transaction:
