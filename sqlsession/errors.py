@@ -10,10 +10,13 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConflictError",
+    "CorruptValueError",
     "DatabaseUnavailableError",
     "DriverLoadError",
     "InvalidKeyError",
     "InvalidTTLError",
+    "OperationTimeoutError",
+    "ReadOnlyDatabaseError",
     "SchemaError",
     "SessionError",
     "StorageError",
@@ -62,11 +65,44 @@ class ConflictError(StorageError):
 
 
 class DatabaseUnavailableError(StorageError):
-    """The database cannot be reached (wrong host, port, credentials or file path)."""
+    """The database cannot be reached or will not serve now.
+
+    A wrong host, port, credentials, database name or file path, or a server that is
+    starting up, shutting down, out of connection slots or not accepting connections.
+    The message carries the server's own reason. Transient ones pass by waiting (a web
+    app answers 503).
+    """
+
+
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """A write reached a server that only reads (a hot standby, or a read-only database).
+
+    During a failover the old primary's connections are gone and the URL may still name
+    a standby; a multi-host URL with ``target_session_attrs=read-write`` finds the new
+    primary. Nothing was written.
+    """
+
+
+class OperationTimeoutError(StorageError):
+    """The database did not answer within ``connect_timeout`` or ``statement_timeout``.
+
+    Never retried, so an operation never takes more than its timeout (plus one connect).
+    A statement that timed out was rolled back.
+    """
 
 
 class SchemaError(StorageError):
     """The session table is missing or not at the migration the driver expects.
 
     Run ``sqlsession migrate`` (or ``alembic upgrade head``) against the same URL.
+    """
+
+
+class CorruptValueError(StorageError):
+    """A stored value is not JSON that sqlsession could have written.
+
+    Invalid JSON text, JSON nested deeper than Python's decoder can follow, ``NaN`` or
+    ``Infinity``, or an int longer than Python's int/str conversion limit: something
+    other than sqlsession wrote the row, or it was damaged. The message names the key,
+    never the value; `remove_item` or `set_item` on that key replaces the item.
     """

@@ -11,6 +11,8 @@ from ...errors import (
     ConfigError,
     ConflictError,
     DatabaseUnavailableError,
+    OperationTimeoutError,
+    ReadOnlyDatabaseError,
     SchemaError,
     SessionError,
     StorageError,
@@ -23,6 +25,7 @@ __all__ = [
     "describe",
     "first_line",
     "missing_driver",
+    "timed_out",
     "told",
     "translate",
     "unavailable",
@@ -64,8 +67,14 @@ def describe(exc: BaseException, dialect: type[SQLDialect]) -> tuple[ErrorKind |
     """What `exc` (from SQLAlchemy or the database driver) means, and its server message."""
     orig: BaseException = getattr(exc, "orig", None) or exc
     kind = dialect.classify(orig)
-    if kind is None and isinstance(orig, OSError | TimeoutError):
+    if kind is None and isinstance(orig, TimeoutError):
+        # asyncpg's and asyncmy's connect timeouts (a TimeoutError is also an OSError).
+        kind = ErrorKind.TIMEOUT
+    elif kind is None and isinstance(orig, OSError):
         kind = ErrorKind.UNAVAILABLE
+    if isinstance(orig, ConnectionRefusedError):
+        # "[Errno 111] Connect call failed" says less than it knows.
+        return kind, f"connection refused, nothing listens there ({first_line(orig)})"
     return kind, first_line(orig)
 
 
@@ -83,8 +92,18 @@ def translate(
     kind, message = describe(exc, dialect)
     if kind is ErrorKind.MISSING_TABLE:
         return SchemaError(missing_table)
+    if kind is ErrorKind.FILE_GONE:
+        return SchemaError(f"{message}. {missing_table}")
     if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
-        return unavailable(url, message)
+        return unavailable(url, message, dialect.unavailable_advice(url))
+    if kind is ErrorKind.TIMEOUT:
+        return timed_out(url, message)
+    if kind is ErrorKind.READ_ONLY:
+        return ReadOnlyDatabaseError(
+            f"The session database {url} is read-only ({message}): a hot standby, or a "
+            "primary demoted by a failover. Nothing was written. Point the URL at the "
+            "primary, or list every host with ?target_session_attrs=read-write."
+        )
     if kind is ErrorKind.LOCK_TIMEOUT:
         return StorageError(
             f"The session database {url} gave up waiting for a lock that another "
@@ -101,11 +120,26 @@ def translate(
     return StorageError(f"The session database {url} failed: {message}")
 
 
-def unavailable(url: str, message: str) -> DatabaseUnavailableError:
-    """The error for a server that refused, dropped or never answered the connection."""
-    return DatabaseUnavailableError(
-        f"Cannot reach the database {url}: {message}. Check the URL, that the server is "
-        "running, and the credentials."
+def unavailable(url: str, message: str, advice: str | None = None) -> DatabaseUnavailableError:
+    """The error for a server that refused, dropped or never answered the connection.
+
+    Args:
+        url: the database URL, redacted.
+        message: the database's own reason.
+        advice: what to check (the dialect's `SQLDialect.unavailable_advice`).
+    """
+    if advice is None:
+        advice = "Check the URL, that the server is running, and the credentials."
+    return DatabaseUnavailableError(f"Cannot reach the database {url}: {message}. {advice}")
+
+
+def timed_out(url: str, message: str) -> OperationTimeoutError:
+    """The error for a connect or statement that outlived its timeout."""
+    if message == "TimeoutError":
+        message = "no connection within connect_timeout"
+    return OperationTimeoutError(
+        f"The session database {url} timed out: {message}. The operation was not run "
+        "again; raise connect_timeout or statement_timeout if the server is only slow."
     )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from ... import _codec, _validate
 from ..._sql_options import SQLOptions
@@ -49,7 +50,7 @@ from ..._url import (
     url_origin,
 )
 from ...driver import Entry
-from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError
+from ...errors import ConfigError, SchemaError, SessionError, StorageError
 from .._base import (
     DEFAULT,
     Clock,
@@ -72,6 +73,8 @@ logger = logging.getLogger("sqlsession")
 T = TypeVar("T")
 # The single-statement, single-row operations the fast path runs, by name.
 _FAST = ("get", "has", "set", "remove", "touch", "entry", "delete_live")
+# How many connections that lost a prepared statement one operation may go through.
+_STATEMENTS_LOST_MAX = 8
 
 
 class SQLDriver(ExpiryMixin):
@@ -90,6 +93,15 @@ class SQLDriver(ExpiryMixin):
         cleanup_interval: seconds between in-process cleanups (None: off).
         cleanup_batch_size: rows deleted per cleanup statement (None: 5000 on
             PostgreSQL and MySQL, 500 on SQLite).
+        connect_timeout: seconds to wait for a new connection to a server (None: the
+            URL's ``connect_timeout``, else 5); a timeout raises `OperationTimeoutError`.
+        statement_timeout: seconds a statement may run, waiting for locks included,
+            before PostgreSQL cancels it with `OperationTimeoutError` (None: the URL's
+            ``statement_timeout``, else none).
+        prepared_statements: PostgreSQL only. False: every statement unnamed, as a
+            pooler in transaction mode (pgbouncer) needs; the URL's
+            ``statement_cache_size=0`` or ``prepared_statement_cache_size=0`` says the
+            same. None: prepared until the server first loses one, then unnamed.
         read_your_writes: MariaDB Galera: reads wait for the writes the cluster
             committed before them (``wsrep_sync_wait = 1``, see
             `sqlsession.session_drivers.sql`); only on the engine the driver creates.
@@ -119,6 +131,9 @@ class SQLDriver(ExpiryMixin):
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
         cleanup_batch_size: int | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        prepared_statements: bool | None = None,
         read_your_writes: bool = False,
         engine: AsyncEngine | None = None,
         clock: Clock | None = None,
@@ -132,6 +147,9 @@ class SQLDriver(ExpiryMixin):
             durability=durability,
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            prepared_statements=prepared_statements,
             read_your_writes=read_your_writes,
         )
         super().__init__(options.ttl, clock)
@@ -140,6 +158,14 @@ class SQLDriver(ExpiryMixin):
         """True when the last `cleanup` found another process cleaning."""
 
         if engine is not None:
+            given = {"connect_timeout": connect_timeout, "statement_timeout": statement_timeout}
+            given["prepared_statements"] = prepared_statements
+            if any(value is not None for value in given.values()):
+                raise ConfigError(
+                    f"{sorted(k for k, v in given.items() if v is not None)} apply to the "
+                    "engine the driver creates; set them on the engine you pass (its "
+                    "connect_args), or pass a URL instead."
+                )
             self._owns_engine = False
             dialect = dialect_class(engine.dialect.name)
             dialect.check_options(options)
@@ -163,9 +189,10 @@ class SQLDriver(ExpiryMixin):
             self.url = redact_url(full_url)
             self._url_origin = url_origin(url)
             dialect = dialect_class(dialect_name(full_url))
-            dialect.check_options(options)
+            engine_url, settings = options.connection()
+            dialect.check_options(settings)
             try:
-                self.engine = dialect.create_engine(full_url, options)
+                self.engine = dialect.create_engine(engine_url, settings)
             except ModuleNotFoundError as exc:
                 raise _errors.missing_driver(exc, dialect) from exc
         self.cleanup_batch_size = cleanup_batch_size or dialect.default_cleanup_batch_size
@@ -180,7 +207,10 @@ class SQLDriver(ExpiryMixin):
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
-        self._driver_errors = dialect.driver_errors()
+        # SQLAlchemy's adapter of the database driver raises its own Error class where
+        # SQLAlchemy does not wrap it (a failed rollback while a server shuts down).
+        adapter_error: type[BaseException] = self.engine.dialect.loaded_dbapi.Error
+        self._driver_errors = (*dialect.driver_errors(), adapter_error)
         self._database_errors: tuple[type[BaseException], ...] = (
             *self._driver_errors,
             SQLAlchemyError,
@@ -188,7 +218,16 @@ class SQLDriver(ExpiryMixin):
         )
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._unnamed_since_lost = False  # said once, in a warning
         self._cleanup_task: asyncio.Task[None] | None = None
+        pool_size = options.pool_size or dialect.default_pool_size
+        if not self._owns_engine:
+            size = getattr(self.engine.sync_engine.pool, "size", None)
+            pool_size = size() if callable(size) else 0
+        slots = dialect.write_slots(pool_size) if pool_size else None
+        self._write_slots: contextlib.AbstractAsyncContextManager[Any] = (
+            _ANY_TIME if slots is None else asyncio.Semaphore(slots)
+        )
 
     def __repr__(self) -> str:
         # self.url is redacted: no password (nor password= in the query).
@@ -279,7 +318,7 @@ class SQLDriver(ExpiryMixin):
         """
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
         text = await self._scalar("get", params)
-        return None if text is None else _codec.decode(text)
+        return None if text is None else _codec.decode(text, key)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
         """Store `value` under `key`, replacing what was there.
@@ -363,8 +402,8 @@ class SQLDriver(ExpiryMixin):
             row = await self._row("entry", params)
         else:
             params["exp"] = renewed
-            row = await self._run(lambda conn: self._dialect.renew_entry(conn, params))
-        return None if row is None else Entry(_codec.decode(row[0]), from_ms(row[1]))
+            row = await self._run(lambda conn: self._dialect.renew_entry(conn, params), write=True)
+        return None if row is None else Entry(_codec.decode(row[0], key), from_ms(row[1]))
 
     async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
         """The live items among `keys` with their expiries, in one statement.
@@ -376,7 +415,7 @@ class SQLDriver(ExpiryMixin):
             InvalidKeyError: a key is invalid, or there are more than 5000.
         """
         rows = await self._read_many(check_keys(keys, what="get_entries"))
-        return {key: Entry(_codec.decode(text), from_ms(exp)) for key, text, exp in rows}
+        return {key: Entry(_codec.decode(text, key), from_ms(exp)) for key, text, exp in rows}
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The values of the live items among `keys`, in one statement.
@@ -388,7 +427,7 @@ class SQLDriver(ExpiryMixin):
             InvalidKeyError: a key is invalid, or there are more than 5000.
         """
         rows = await self._read_many(check_keys(keys, what="get_many"))
-        return {key: _codec.decode(text) for key, text, _ in rows}
+        return {key: _codec.decode(text, key) for key, text, _ in rows}
 
     async def set_many(self, items: Mapping[str, Any], *, ttl: Any = DEFAULT) -> None:
         """Store every item of `items` in one statement, so all or none are written.
@@ -410,7 +449,7 @@ class SQLDriver(ExpiryMixin):
             for key, text in encoded.items()
         ]
         stmt = self._dialect.upsert_rows(rows)
-        await self._run(lambda conn: conn.execute(stmt))
+        await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def remove_many(self, keys: Iterable[str]) -> int:
         """Delete the live items among `keys` in one statement.
@@ -426,7 +465,7 @@ class SQLDriver(ExpiryMixin):
         async def remove(conn: AsyncConnection) -> int:
             return (await conn.execute(self._remove_many, params)).rowcount
 
-        return await self._run(remove)
+        return await self._run(remove, write=True)
 
     async def delete_item(self, key: str) -> bool:
         """Delete the live item `key` in one statement; True when this call deleted it.
@@ -457,7 +496,7 @@ class SQLDriver(ExpiryMixin):
         params["now"] = self._now_ms()
         if self._add is not None:
             return await self._rowcount("add", params) == 1
-        return await self._run(lambda conn: self._dialect.add_item(conn, params))
+        return await self._run(lambda conn: self._dialect.add_item(conn, params), write=True)
 
     async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
         """Set the expiry of a live `key` to now + `ttl` (None: never).
@@ -474,7 +513,7 @@ class SQLDriver(ExpiryMixin):
         stmt, params = self._prefix_query(
             prefix, self._clear_all, self._clear_from, self._clear_range
         )
-        await self._run(lambda conn: conn.execute(stmt, params))
+        await self._run(lambda conn: conn.execute(stmt, params), write=True)
 
     async def merge_item(
         self,
@@ -516,7 +555,7 @@ class SQLDriver(ExpiryMixin):
 
         # Not `transactional`: a merge lost with its connection runs once more, which is
         # safe because applying the same set and delete twice gives the same dict.
-        return await self._run(merge)
+        return await self._run(merge, write=True)
 
     async def cleanup(self, prefix: str = "") -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
@@ -542,7 +581,9 @@ class SQLDriver(ExpiryMixin):
             # Every batch commits on its own and takes no lock, so a run cut short by a
             # lost connection runs again on a fresh one (the count is then the rerun's).
             return await self._run(
-                lambda conn: delete_in_batches(conn, stmt, job, bind=bind), interruptible=True
+                lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
+                interruptible=True,
+                write=True,
             )
 
         async def run(conn: AsyncConnection) -> int:
@@ -551,7 +592,7 @@ class SQLDriver(ExpiryMixin):
             self.last_cleanup_skipped = deleted is None
             return deleted or 0
 
-        return await self._run(run, transactional=True, interruptible=True)
+        return await self._run(run, transactional=True, interruptible=True, write=True)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
@@ -628,22 +669,38 @@ class SQLDriver(ExpiryMixin):
             async def changed(conn: AsyncConnection) -> int:
                 return (await conn.execute(stmt, params)).rowcount
 
-            return await self._run(changed)
-        count: int = await self._run_fast(self._fast.rowcount, name, params)
+            return await self._run(changed, write=True)
+        count: int = await self._run_fast(self._fast.rowcount, name, params, write=True)
         return count
 
     async def _run_fast(
-        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+        self,
+        method: Callable[[str, dict[str, Any]], Awaitable[T]],
+        name: str,
+        params: Any,
+        *,
+        write: bool = False,
     ) -> T:
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        try:
-            return await method(name, params)
-        except SessionError:
-            raise
-        except self._database_errors as exc:
-            raise self._storage_error(exc) from _errors.told(exc)
+        async with self._write_slots if write else _ANY_TIME:
+            return await self._run_fast_now(method, name, params)
+
+    async def _run_fast_now(
+        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+    ) -> T:
+        for attempt in (1, 2):
+            try:
+                return await method(name, params)
+            except SessionError:
+                raise
+            except self._database_errors as exc:
+                if attempt == 1 and self._kind(exc) is ErrorKind.STATEMENT_LOST:
+                    await self._stop_preparing(exc)
+                    continue
+                raise await self._failure(exc) from _errors.told(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(
         self,
@@ -651,6 +708,7 @@ class SQLDriver(ExpiryMixin):
         *,
         transactional: bool = False,
         interruptible: bool = False,
+        write: bool = False,
     ) -> T:
         """Run `work` on a pooled connection, mapping database errors to ours.
 
@@ -662,10 +720,13 @@ class SQLDriver(ExpiryMixin):
         the middle of a statement, the connection would be dropped without being closed,
         holding what it held (SQLite's write lock inside a merge, until every writer had
         waited out its busy timeout).
+        A `write` takes one of the dialect's write slots first.
         """
         if interruptible:
-            return await self._run_now(work, transactional=transactional)
-        running = asyncio.ensure_future(self._run_now(work, transactional=transactional))
+            return await self._run_now(work, transactional=transactional, write=write)
+        running = asyncio.ensure_future(
+            self._run_now(work, transactional=transactional, write=write)
+        )
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
@@ -673,22 +734,35 @@ class SQLDriver(ExpiryMixin):
             raise
 
     async def _run_now(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool, write: bool
     ) -> T:
         if not self._ready:
             await self._check_schema()
+        async with self._write_slots if write else _ANY_TIME:
+            return await self._run_attempts(work, transactional=transactional)
+
+    async def _run_attempts(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+    ) -> T:
         retry_lost = not transactional
         conflicts = 0
+        # Behind a pooler each connection made before the switch to unnamed statements
+        # may lose one more; each such failure costs that connection and runs again.
+        statements_lost = 0
         while True:
             try:
                 async with self.engine.connect() as conn:
                     try:
                         result = await work(conn)
-                    except self._driver_errors as exc:
+                    except self._database_errors as exc:
+                        kind = self._kind(exc)
                         # Raised by the database driver past SQLAlchemy's error handling
-                        # (setting the isolation level, say): the connection is not
-                        # marked invalid unless we do it.
-                        if self._kind(exc) is ErrorKind.LOST:
+                        # (setting the isolation level, say), a lost connection is not
+                        # marked invalid unless we do it; nor is one that prepared
+                        # statements a pooler's server connections do not have.
+                        if kind is ErrorKind.STATEMENT_LOST or (
+                            kind is ErrorKind.LOST and isinstance(exc, self._driver_errors)
+                        ):
                             await conn.invalidate()
                         raise
                     drained = pool_drained(self.engine.sync_engine.pool)
@@ -701,6 +775,11 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
+                if kind is ErrorKind.STATEMENT_LOST and statements_lost < _STATEMENTS_LOST_MAX:
+                    # Bind found no statement, so nothing ran: safe to run again.
+                    statements_lost += 1
+                    await self._stop_preparing(exc)
+                    continue
                 if lost and retry_lost:
                     retry_lost = False
                     continue
@@ -708,23 +787,49 @@ class SQLDriver(ExpiryMixin):
                     conflicts += 1
                     await pause_after_conflict(conflicts)
                     continue
-                raise self._storage_error(exc) from _errors.told(exc)
+                raise await self._failure(exc) from _errors.told(exc)
+
+    async def _stop_preparing(self, exc: BaseException) -> None:
+        """Switch to unnamed statements after the server lost a prepared one, or say how."""
+        if await self._dialect.stop_preparing(self.engine):
+            if self._unnamed_since_lost:
+                return
+            self._unnamed_since_lost = True
+            logger.warning(
+                "The session database %s lost a prepared statement: a pooler in transaction "
+                "mode (pgbouncer) is in between. sqlsession now sends unnamed statements; "
+                "set prepared_statements=False (or ?statement_cache_size=0 in the URL) to "
+                "start that way.",
+                self.url,
+            )
+            return
+        raise StorageError(
+            f"The session database {self.url} lost a prepared statement "
+            f"({_errors.first_line(getattr(exc, 'orig', None) or exc)}): a pooler in "
+            "transaction mode (pgbouncer) is in between. Create the engine you pass with "
+            "connect_args={'statement_cache_size': 0, 'prepared_statement_cache_size': 0}, "
+            "or pass a URL with ?statement_cache_size=0 instead of an engine."
+        ) from _errors.told(exc)
 
     async def _check_schema(self) -> None:
         async with self._ready_lock:
             if self._ready:
                 return
-            if self._database_file is not None and not os.path.exists(  # noqa: ASYNC240 - one stat, once per driver
-                self._database_file
-            ):
-                raise SchemaError(self._missing_file_message(self._database_file))
+            if self._database_file is not None:
+                try:
+                    os.stat(self._database_file)
+                except FileNotFoundError:
+                    raise SchemaError(self._missing_file_message(self._database_file)) from None
+                except OSError as exc:  # a directory on the way this process may not enter
+                    raise self._storage_error(exc) from exc
             try:
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
             except self._database_errors as exc:
-                error = self._storage_error(exc)
-                if isinstance(error, DatabaseUnavailableError):
-                    raise error from _errors.told(exc)
+                if self._kind(exc) is not ErrorKind.MISSING_TABLE:
+                    # A server starting, stopping or full says so; only a missing version
+                    # table means "not migrated".
+                    raise self._storage_error(exc) from _errors.told(exc)
                 name = version_table_name(self.table_name)
                 raise SchemaError(
                     f"The session table {self._where()} has not been migrated (no version "
@@ -783,6 +888,17 @@ class SQLDriver(ExpiryMixin):
     def _kind(self, exc: BaseException) -> ErrorKind | None:
         return _errors.describe(exc, type(self._dialect))[0]
 
+    async def _failure(self, exc: BaseException) -> SessionError:
+        """`_storage_error`, after closing what must not stay open."""
+        error = self._storage_error(exc)
+        if self._kind(exc) is ErrorKind.FILE_GONE:
+            # Close the idle connections on the deleted file now, not one per checkout
+            # (the next ones fail before any checkout): its -wal and -shm files stay at
+            # the path, held open, where a database created again there would take them
+            # for its own. Those in use fail their next checkout and are closed then.
+            await greenlet_spawn(self.engine.sync_engine.pool.dispose)
+        return error
+
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""
         error = _errors.translate(
@@ -795,6 +911,10 @@ class SQLDriver(ExpiryMixin):
         if isinstance(error, SchemaError):
             self._ready = False
         return error
+
+
+# The write slots of a database that takes any number of writers at once.
+_ANY_TIME: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 
 
 def _key_value(key: str) -> Any:

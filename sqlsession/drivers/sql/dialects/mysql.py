@@ -175,11 +175,17 @@ class Dialect(SQLDialect):
         }
 
     @classmethod
+    def connect_args(cls, url: str, options: SQLOptions) -> dict[str, Any]:
+        if options.connect_timeout is None:
+            return {}
+        return {"connect_timeout": options.connect_timeout}
+
+    @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
         engine = _create_engine(
             url,
-            {"init_command": _SETUP},
+            {"init_command": _SETUP, **cls.connect_args(url, options)},
             isolation_level="AUTOCOMMIT",
             **SECRECY,
             pool_size=pool_size,
@@ -324,7 +330,12 @@ class Dialect(SQLDialect):
 
     @classmethod
     def migration_engine(cls, url: str) -> AsyncEngine:
-        return _create_engine(url, {}, poolclass=NullPool, **SECRECY)
+        from ...._sql_options import SQLOptions
+
+        url, settings = SQLOptions(url=url).connection()
+        return _create_engine(
+            cls.engine_url(url), cls.connect_args(url, settings), poolclass=NullPool, **SECRECY
+        )
 
     @classmethod
     @contextlib.contextmanager
