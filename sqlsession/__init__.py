@@ -15,6 +15,7 @@ from .driver import (
     SupportsHasItem,
     SupportsKeys,
     SupportsMerge,
+    SupportsMergeExisting,
 )
 from .errors import (
     ConfigError,
@@ -24,6 +25,7 @@ from .errors import (
     InvalidTTLError,
     SchemaError,
     SessionError,
+    SessionTooLargeError,
     StorageError,
     ValueNotSerializableError,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "SessionDriver",
     "SessionDriverConfig",
     "SessionError",
+    "SessionTooLargeError",
     "StorageError",
     "SupportsCleanup",
     "SupportsClear",
@@ -49,6 +52,7 @@ __all__ = [
     "SupportsHasItem",
     "SupportsKeys",
     "SupportsMerge",
+    "SupportsMergeExisting",
     "ValueNotSerializableError",
     "__version__",
     "load_driver",
