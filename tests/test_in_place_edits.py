@@ -47,7 +47,7 @@ async def test_setting_a_key_in_a_nested_dict_persists(driver: Any, clock: FakeC
     sid = await start(store, prefs={"ui": {"theme": "light"}, "lang": "en"})
     session = await reopen(store, sid)
     session["prefs"]["ui"]["theme"] = "dark"
-    del session.get("prefs")["lang"]
+    del session["prefs"]["lang"]
     await store.commit(session)
     assert dict(await reopen(store, sid)) == {"prefs": {"ui": {"theme": "dark"}}}
 
