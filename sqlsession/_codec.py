@@ -53,6 +53,18 @@ def encode(key: str, value: Any, *, max_depth: int = MAX_DEPTH) -> str:
     return text
 
 
+def encodes_to(value: Any, text: str) -> bool:
+    """Whether `value` encodes to `text`: a cheap test for "unchanged", which validates nothing.
+
+    Equal text means equal stored data; a value that fails to encode (or encodes to
+    other text) must go through `encode` to be checked.
+    """
+    try:
+        return _encoder.encode(value) == text
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
 def _plain(value: Any, depth: int) -> bool:
     """Whether `value` holds only the exact accepted types and str dict keys, `depth` deep.
 

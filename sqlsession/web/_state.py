@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _codec
 from . import _ids, _row
 from ._row import Entry, Row
 
@@ -87,7 +88,7 @@ class SessionState:
             if type(value) in _IMMUTABLE:
                 continue
             entry = self.entries.get(name)
-            if entry is None:
+            if entry is None or _codec.encodes_to(value, entry[0]):
                 continue
             text = _row.encode_value(name, value)
             if text != entry[0]:
