@@ -7,6 +7,8 @@ mutable values the app was handed and compares them with what was loaded, to sav
 ``session["cart"].append(x)``. This measures that comparison alone, and whole
 load-and-commit cycles on the memory driver (so that no database time hides it):
 
+    json.dumps      the standard library encoding the session once, for scale
+    compare only    the comparison the commit runs after every value was read
     untouched       load, commit: no value read, nothing compared
     read, unchanged load, read every key, commit: every value compared, nothing written
     append in place load, append to the cart, commit: one value compared and merged
@@ -82,10 +84,16 @@ async def measure(size: int, rounds: int) -> dict[str, float]:
     async def compare_only() -> None:
         state_of(read).take_in_place_edits()
 
+    plain = dict(read)
+
+    async def dumps() -> None:
+        json.dumps(plain)
+
     loaded: Session = await store.load(cookie)
     encoded = len(json.dumps(dict(loaded)))
     return {
         "bytes": float(encoded),
+        "json.dumps": await median_us(rounds, dumps),
         "compare only": await median_us(rounds, compare_only),
         "untouched": await median_us(rounds, untouched),
         "read, unchanged": await median_us(rounds, read_unchanged),
@@ -102,7 +110,7 @@ async def main() -> None:
         label: await measure(size, args.rounds)
         for label, size in (("1 KB", 1024), ("100 KB", 100 * 1024))
     }
-    columns = ["compare only", "untouched", "read, unchanged", "append in place"]
+    columns = ["json.dumps", "compare only", "untouched", "read, unchanged", "append in place"]
     print(f"| session | bytes | {' | '.join(columns)} |")
     print(f"|---|---:|{'---:|' * len(columns)}")
     for label, row in rows.items():
