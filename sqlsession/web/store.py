@@ -199,12 +199,6 @@ class SessionStore:
         token = await self._user_token(user[0])
         return token is None or token == user[1]
 
-    def new_session(self) -> Session:
-        """A new, empty session that follows this store's rules (``max_size``, ...)."""
-        session = Session(clock=self._clock)
-        state_of(session).policy = self._policy
-        return session
-
     # -- committing ------------------------------------------------------------------
 
     def _row_ttl(self, created_ms: int, now_ms: int) -> float | None:
