@@ -16,7 +16,7 @@ Writes per request: none for a request without a session cookie that stores noth
 and none for an unchanged session, except that with ``idle_timeout`` one refresh write
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
-``merge_item``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
 """
 
 from __future__ import annotations
@@ -74,9 +74,10 @@ class SessionStore:
     """Loads sessions from a driver and commits their changes; framework-agnostic.
 
     Args:
-        driver: any `SessionDriver`. Atomic commits need `SupportsMerge`; rows expire
-            with the session only on a `SupportsExpiry` driver (without it, expired
-            sessions are refused on load and their rows left to the driver).
+        driver: any `SessionDriver`. Atomic commits need `SupportsMergeExisting` (or
+            `SupportsMerge`, which may bring back a session another request ended);
+            rows expire with the session only on a `SupportsExpiry` driver (without it,
+            expired sessions are refused on load and their rows left to the driver).
         max_age: absolute lifetime in seconds, counted from creation; no activity
             extends it (None: no absolute limit).
         idle_timeout: the session ends after this many seconds without a request
