@@ -22,9 +22,8 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import MetaData, Table, pool
+from sqlalchemy import MetaData, Table
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.schema import DropTable
 
 from sqlsession._table import session_table, version_table_name
@@ -126,7 +125,7 @@ def do_run_migrations(connection: Connection) -> None:
 
 async def run_async_migrations() -> None:
     """Connect with the async driver and run the migrations in a sync callback."""
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = dialect.migration_engine(url)
     try:
         async with engine.connect() as connection:
             await dialect.prepare_migration(connection)

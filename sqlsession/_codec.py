@@ -130,15 +130,15 @@ def _check(key: str, value: Any, max_depth: int) -> None:
                         _refuse(
                             key,
                             where,
-                            f"a dict key of type {type(k).__name__} ({k!r}); JSON object "
-                            "keys must be str",
+                            f"a dict key of type {type(k).__name__}; JSON object keys must be str",
                         )
                     stack.append((v, (where, k)))
             else:
                 for index, v in enumerate(item):
                     stack.append((v, (where, index)))
             continue
-        _refuse(key, where, f"a {kind.__module__}.{kind.__qualname__} ({item!r:.60})")
+        # The type, never the value: this message may end up in a log.
+        _refuse(key, where, f"a {kind.__module__}.{kind.__qualname__}")
 
 
 def _path(where: Any) -> str:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _validate
-from ._url import normalize_url
+from ._url import normalize_url, redact_url
 from .errors import ConfigError
 
 __all__ = ["SQLOptions"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SQLOptions:
     """Every option of the SQL driver that fits in a JSON config, checked on construction.
 
@@ -62,6 +62,13 @@ class SQLOptions:
             _validate.check_ttl(self.cleanup_interval, what="cleanup_interval")
         if self.cleanup_batch_size is not None:
             _validate.check_positive_int(self.cleanup_batch_size, what="cleanup_batch_size")
+
+    def __repr__(self) -> str:
+        url = None if self.url is None else redact_url(self.url)
+        fields = [f"url={url!r}"] + [
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)[1:]
+        ]
+        return f"SQLOptions({', '.join(fields)})"
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SQLOptions:

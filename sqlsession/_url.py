@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+import re
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from .errors import ConfigError
@@ -109,8 +110,17 @@ def resolve_url(url: str | None) -> str:
 
 
 def redact_url(url: str) -> str:
-    """Hide the passwords in a URL: ``user:password@``, and ``password=`` or ``passwd=``."""
-    scheme, sep, rest = url.partition("://")
+    """Hide the passwords in a URL: ``user:password@``, and ``password=`` or ``passwd=``.
+
+    Also in a string that is not a URL we can parse (``postgresql:/user:pw@host/db``,
+    one slash, or no scheme at all): whatever precedes the last ``@`` is user info, and
+    everything in it after the first ``:`` is hidden.
+    """
+    parsed = _URL_START.match(url)
+    if parsed is not None:
+        head, rest = parsed.group(), url[parsed.end() :]
+    else:
+        head, rest = _unparsed_head(url)
     # The last @ ends the user info, whatever a password holds (/, ? or @ unescaped).
     userinfo, at, host = rest.rpartition("@")
     if at and ":" in userinfo:
@@ -118,12 +128,51 @@ def redact_url(url: str) -> str:
     location, question, query = host.partition("?")
     if question:
         query = "&".join(_redact_parameter(part) for part in query.split("&"))
-    return f"{scheme}{sep}{userinfo}{at}{location}{question}{query}"
+    return f"{head}{userinfo}{at}{location}{question}{query}"
+
+
+# A URL we can parse starts with its scheme and "://"; in anything else, a scheme is a
+# name followed by ":" and slashes, or a name we know followed by ":".
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_LOOSE_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(/*)")
+
+
+def _unparsed_head(url: str) -> tuple[str, str]:
+    """Split what looks like a scheme off a string that is not a URL we can parse."""
+    loose = _LOOSE_SCHEME.match(url)
+    if loose is not None and (loose.group(2) or loose.group(1).lower() in _SCHEMES):
+        return loose.group(), url[loose.end() :]
+    return "", url
 
 
 def _redact_parameter(part: str) -> str:
     name, equals, _value = part.partition("=")
-    return f"{name}=***" if equals and name.lower() in ("password", "passwd") else part
+    secret = "password" in name.lower() or name.lower() in ("passwd", "pwd")
+    return f"{name}=***" if equals and secret else part
+
+
+# Option names whose value is a secret, wherever they appear in a driver config.
+_SECRET_NAMES = ("password", "passwd", "secret", "token", "credential", "api_key", "private")
+
+
+def redact_config(value: Any, name: str = "") -> Any:
+    """A copy of a driver config (or a value in it) fit for a repr or a message.
+
+    A value whose name says it is a secret (``password``, ``token``, ...) becomes
+    ``"***"``; a URL (named ``url`` or ``dsn``, or any string with ``://``) is
+    redacted with `redact_url`. Dicts and lists are copied through.
+    """
+    if isinstance(value, dict):
+        return {k: redact_config(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_config(v, name) for v in value]
+    if isinstance(value, str):
+        lowered = name.lower()
+        if any(word in lowered for word in _SECRET_NAMES):
+            return "***"
+        if "url" in lowered or "dsn" in lowered or "://" in value:
+            return redact_url(value)
+    return value
 
 
 def describe_table(url: str | None, table: str, schema: str | None) -> str:

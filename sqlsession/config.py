@@ -13,14 +13,21 @@ from typing import Any, Literal
 
 from . import _validate
 from ._sql_options import SQLOptions
+from ._url import redact_config
 from .errors import ConfigError
 
 __all__ = ["SessionDriverConfig", "session_drivers"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SessionDriverConfig:
     """Where a driver's runtime lives and the plain options it is built with.
+
+    The entrypoint is code: `load_driver` imports or runs what it names. Treat a config
+    as trusted input, and load one from a place you do not control with
+    ``load_driver(cfg, trusted=False)``, which accepts only registered driver names.
+    The repr hides passwords (in URLs, and options named like ``password`` or
+    ``token``).
 
     Args:
         entrypoint: a module path (``"sqlsession.drivers.sql"``), ``"module:attribute"``,
@@ -47,7 +54,7 @@ class SessionDriverConfig:
         if not isinstance(self.config, dict):
             raise ConfigError(
                 f"SessionDriverConfig.config must be a dict or None, got "
-                f"{type(self.config).__name__}: {self.config!r}."
+                f"{type(self.config).__name__}."
             )
         try:
             text = json.dumps(self.config, allow_nan=False)
@@ -58,6 +65,14 @@ class SessionDriverConfig:
             ) from exc
         # Keep a private copy, so mutating the caller's dict later changes nothing here.
         object.__setattr__(self, "config", json.loads(text))
+
+    def __repr__(self) -> str:
+        # Reprs end up in logs and tracebacks: URLs without their passwords, and no
+        # option whose name says it is a secret.
+        return (
+            f"SessionDriverConfig(entrypoint={self.entrypoint!r}, "
+            f"config={redact_config(self.config)!r})"
+        )
 
 
 class _SessionDrivers:

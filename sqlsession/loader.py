@@ -25,25 +25,44 @@ ENTRY_POINT_GROUP = "sqlsession.drivers"
 FACTORY = "create_driver"
 
 
-def load_driver(cfg: SessionDriverConfig) -> SessionDriver:
+# The modules `session_drivers` names, accepted from an untrusted config too.
+BUILT_IN = ("sqlsession.drivers.sql", "sqlsession.drivers.memory")
+
+
+def load_driver(cfg: SessionDriverConfig, *, trusted: bool = True) -> SessionDriver:
     """Import the driver named by ``cfg.entrypoint`` and build it from ``cfg.config``.
+
+    An entrypoint is code: loading a config imports the module or runs the file it
+    names, whatever that does. Load a config that came from somewhere you do not
+    control (a file others can write, a request, a message) with ``trusted=False``.
 
     A string is resolved in this order: a ``file://`` URL, or a string ending in ``.py``
     or containing a path separator, is a file (relative to the working directory);
     otherwise ``module:attribute``; otherwise a name registered in the entry-point group
     ``sqlsession.drivers``, then a module path whose ``create_driver`` is the factory.
 
+    Args:
+        cfg: the config to load.
+        trusted: False accepts only the names registered in the entry-point group
+            ``sqlsession.drivers`` (``"sql"``, ``"memory"`` and those of installed
+            packages) and the built-in drivers' modules that `session_drivers` names;
+            any other entrypoint is refused before anything is imported.
+
     Raises:
         DriverLoadError: nothing could be imported, there is no factory, the factory
             raised, or it returned something without ``get_item``/``set_item``/
-            ``remove_item``. The message names the entrypoint; the original error is
-            the ``__cause__``.
+            ``remove_item``; with ``trusted=False``, the entrypoint is not a registered
+            name or built-in driver. The message names the entrypoint; the original
+            error is the ``__cause__``.
     """
     if not isinstance(cfg, SessionDriverConfig):
         raise DriverLoadError(
-            f"load_driver() takes a SessionDriverConfig, got {type(cfg).__name__}: {cfg!r}."
+            f"load_driver() takes a SessionDriverConfig (session_drivers.sql(...), or "
+            f"SessionDriverConfig(entrypoint=..., config=...)), got {type(cfg).__name__}."
         )
     entrypoint = cfg.entrypoint
+    if not trusted:
+        _check_registered(entrypoint)
     factory, origin = _resolve(entrypoint)
     try:
         driver = factory(dict(cfg.config or {}))
@@ -61,14 +80,37 @@ def load_driver(cfg: SessionDriverConfig) -> SessionDriver:
 
 
 @asynccontextmanager
-async def open_driver(cfg: SessionDriverConfig) -> AsyncIterator[SessionDriver]:
-    """Load a driver for the ``async with`` block and dispose it on the way out."""
-    driver = load_driver(cfg)
+async def open_driver(
+    cfg: SessionDriverConfig, *, trusted: bool = True
+) -> AsyncIterator[SessionDriver]:
+    """Load a driver for the ``async with`` block and dispose it on the way out.
+
+    `trusted` is as for `load_driver`: pass False for a config from an untrusted place.
+    """
+    driver = load_driver(cfg, trusted=trusted)
     try:
         yield driver
     finally:
         if isinstance(driver, SupportsDispose):
             await driver.dispose()
+
+
+def _check_registered(entrypoint: str | os.PathLike[str]) -> None:
+    """Refuse, before any import, an entrypoint an untrusted config may not name."""
+    if isinstance(entrypoint, str) and entrypoint in BUILT_IN:
+        return
+    registered = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    if isinstance(entrypoint, str) and entrypoint in registered:
+        # By name alone: "sql" is the registered driver, never a module named sql.
+        return
+    raise DriverLoadError(
+        f"Refusing the session driver {entrypoint!r} from an untrusted config "
+        f"(trusted=False): such a config may only name a driver registered in the "
+        f"entry-point group {ENTRY_POINT_GROUP!r} ({', '.join(map(repr, registered))}) or a "
+        f"built-in driver ({', '.join(map(repr, BUILT_IN))}). An entrypoint is code that "
+        "loading runs; load a config naming a module or file only with trusted=True, "
+        "and only from a source you control."
+    )
 
 
 def _resolve(entrypoint: str | os.PathLike[str]) -> tuple[Callable[..., Any], str]:

@@ -10,7 +10,15 @@ from ..._dist import DISTRIBUTION
 from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError, StorageError
 from .dialects import ErrorKind, SQLDialect
 
-__all__ = ["describe", "first_line", "missing_driver", "translate", "unavailable"]
+__all__ = [
+    "DatabaseCause",
+    "describe",
+    "first_line",
+    "missing_driver",
+    "told",
+    "translate",
+    "unavailable",
+]
 
 
 def first_line(exc: BaseException) -> str:
@@ -20,6 +28,28 @@ def first_line(exc: BaseException) -> str:
     if text.startswith("<class '") and "'>: " in text:
         text = text.split("'>: ", 1)[1]
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+class DatabaseCause(Exception):
+    """What the database driver raised, told without what can quote a session's row.
+
+    The ``__cause__`` of the driver's errors: the error types, the first line of the
+    server's message and the statement, with the original frames. Left out are the
+    statement's parameters and the rest of the server's message, such as PostgreSQL's
+    DETAIL ("Failing row contains (...)"). The original error stays reachable as the
+    sqlsession error's ``__context__``, which tracebacks do not print.
+    """
+
+
+def told(exc: BaseException) -> DatabaseCause:
+    """The `DatabaseCause` for `exc`, an error of SQLAlchemy or the database driver."""
+    orig: BaseException = getattr(exc, "orig", None) or exc
+    kinds = dict.fromkeys(f"{type(e).__module__}.{type(e).__qualname__}" for e in (exc, orig))
+    text = f"({' / '.join(kinds)}) {first_line(orig)}"
+    statement = getattr(exc, "statement", None)
+    if statement:
+        text += f"\n[SQL: {statement}]"
+    return DatabaseCause(text).with_traceback(exc.__traceback__)
 
 
 def describe(exc: BaseException, dialect: type[SQLDialect]) -> tuple[ErrorKind | None, str]:

@@ -80,7 +80,9 @@ class SQLDriver(ExpiryMixin):
             sets nothing on its connections (except that a SQLite cleanup turns its
             connection's autocheckpoint off while it runs, and back): for SQLite, set
             WAL and a busy timeout on it yourself (the engine the driver creates has
-            both).
+            both). The driver's statements hide their parameters in SQLAlchemy's
+            errors and logs either way; aiosqlite's own DEBUG log of a given engine's
+            statements shows them (see the README's "Security").
         clock: returns seconds since the epoch (``time.time``); tests move it.
 
     Raises:
@@ -124,6 +126,9 @@ class SQLDriver(ExpiryMixin):
             # Each operation commits on its own, whatever the given engine's default is;
             # the copy shares the engine's pool.
             self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+            # Keys and values stay out of SQLAlchemy's errors and statement logs; set on
+            # the copy only, so the given engine's own statements are left as they are.
+            self.engine.sync_engine.hide_parameters = True
             self.url = redact_url(engine.url.render_as_string(hide_password=True))
             self._url_origin: UrlOrigin = "given"
         else:
@@ -157,6 +162,10 @@ class SQLDriver(ExpiryMixin):
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        # self.url is redacted: no password (nor password= in the query).
+        return f"<SQLDriver {self._where()}>"
 
     @classmethod
     def from_options(
@@ -480,7 +489,7 @@ class SQLDriver(ExpiryMixin):
         except SessionError:
             raise
         except self._database_errors as exc:
-            raise self._storage_error(exc) from exc
+            raise self._storage_error(exc) from _errors.told(exc)
 
     async def _run(
         self,
@@ -536,7 +545,7 @@ class SQLDriver(ExpiryMixin):
                 )
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
-                raise self._storage_error(exc) from exc
+                raise self._storage_error(exc) from _errors.told(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _check_schema(self) -> None:
@@ -553,12 +562,12 @@ class SQLDriver(ExpiryMixin):
             except self._database_errors as exc:
                 error = self._storage_error(exc)
                 if isinstance(error, DatabaseUnavailableError):
-                    raise error from exc
+                    raise error from _errors.told(exc)
                 name = version_table_name(self.table_name)
                 raise SchemaError(
                     f"The session table {self._where()} has not been migrated (no version "
                     f"table {name!r}). Run: {self._migrate_hint()}"
-                ) from exc
+                ) from _errors.told(exc)
             if versions != [SCHEMA_REVISION]:
                 raise SchemaError(
                     f"The session table {self._where()} is at migration {versions or None}, "

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import BindParameter, String, Table, bindparam, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from .._fast import FastPath
 
 __all__ = [
+    "SECRECY",
     "CleanupJob",
     "ErrorKind",
     "SQLDialect",
@@ -43,6 +46,21 @@ __all__ = [
     "then",
     "undo_quietly",
 ]
+
+
+# Given to every engine sqlsession creates, so no session key or value reaches an error
+# or a log record: SQLAlchemy prints "[SQL parameters hidden ...]" in place of a
+# statement's parameters, and its DEBUG log of result rows, on the logger named after
+# our engines, is dropped.
+ENGINE_NAME = "sqlsession"
+SECRECY: dict[str, Any] = {"hide_parameters": True, "logging_name": ENGINE_NAME}
+
+
+def _not_a_row(record: logging.LogRecord) -> bool:
+    return record.msg != "Row %r"
+
+
+logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_NAME}").addFilter(_not_a_row)
 
 
 class ErrorKind(enum.Enum):
@@ -164,6 +182,11 @@ class SQLDialect:
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         """The autocommit engine the driver owns, its connections set up for sessions."""
         raise NotImplementedError
+
+    @classmethod
+    def migration_engine(cls, url: str) -> AsyncEngine:
+        """The engine a migration runs on: no pool, parameters hidden."""
+        return create_async_engine(url, poolclass=NullPool, **SECRECY)
 
     @classmethod
     def database_file(cls, url: str) -> str | None:

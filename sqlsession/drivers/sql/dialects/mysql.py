@@ -27,6 +27,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from .._fast import FastPath
 from ._base import (
+    SECRECY,
     CleanupJob,
     ErrorKind,
     SQLDialect,
@@ -120,6 +121,7 @@ class Dialect(SQLDialect):
         engine = create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
+            **SECRECY,
             pool_size=pool_size,
             max_overflow=pool_size,
             # The server closes connections idle for wait_timeout (8 hours by default).

@@ -21,6 +21,7 @@ from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from .._fast import FastPath
 from ._base import (
+    SECRECY,
     CleanupJob,
     ErrorKind,
     SQLDialect,
@@ -129,6 +130,7 @@ class Dialect(SQLDialect):
         return create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
+            **SECRECY,
             pool_size=pool_size,
             max_overflow=pool_size,
             connect_args=connect_args,

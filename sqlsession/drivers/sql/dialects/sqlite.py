@@ -26,6 +26,7 @@ from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 from ....errors import ConfigError
 from .._fast import FastPath
 from ._base import (
+    SECRECY,
     CleanupJob,
     ErrorKind,
     SQLDialect,
@@ -48,6 +49,41 @@ __all__ = ["Dialect"]
 _POOL_SIZE = 4
 # How long a writer waits for the database lock before giving up.
 BUSY_TIMEOUT_MS = 30_000
+
+
+def create_files_private(engine: AsyncEngine) -> None:
+    """Have `engine` create a missing database file readable by its owner only (0600).
+
+    sqlite3 would create it with the umask's mode (0644 as a rule), readable by every
+    user of the machine. SQLite gives the ``-wal`` and ``-shm`` files it creates beside
+    it the database file's mode. An existing file keeps its mode.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _create(_dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> None:
+        path = cargs[0] if cargs else cparams.get("database")
+        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+            return
+        # Whatever goes wrong here (a missing directory, no permission), SQLite's own
+        # connect reports it next.
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+class HiddenParameters(tuple[Any, ...]):
+    """A statement's parameters that print as a placeholder.
+
+    aiosqlite logs every call it runs on its thread at DEBUG, with the call's
+    arguments: the session keys and values. sqlite3 binds any sequence, so wrapping
+    the parameters in this tuple keeps them out of that log and changes nothing else.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<parameters hidden>"
+
+    __str__ = __repr__
 
 
 class Dialect(SQLDialect):
@@ -86,6 +122,7 @@ class Dialect(SQLDialect):
         engine = create_async_engine(
             url,
             isolation_level="AUTOCOMMIT",
+            **SECRECY,
             # SQLAlchemy before 2.0.38 gives aiosqlite a NullPool by default.
             poolclass=AsyncAdaptedQueuePool,
             pool_size=options.pool_size or cls.default_pool_size,
@@ -103,7 +140,20 @@ class Dialect(SQLDialect):
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.close()
 
+        create_files_private(engine)
+
+        @event.listens_for(engine.sync_engine, "do_execute")
+        def _execute(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+            cursor.execute(statement, HiddenParameters(parameters))
+            return True  # executed: SQLAlchemy runs nothing more
+
         reset_only_open_transactions(engine, lambda conn: bool(conn.in_transaction))
+        return engine
+
+    @classmethod
+    def migration_engine(cls, url: str) -> AsyncEngine:
+        engine = super().migration_engine(url)
+        create_files_private(engine)
         return engine
 
     @classmethod
@@ -210,11 +260,12 @@ class _AiosqliteFastPath(FastPath):
     errors = (sqlite3.Error, ValueError)
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+        hidden = HiddenParameters(args)
         if fetch:
-            rows = await conn.execute_fetchall(sql, args)
+            rows = await conn.execute_fetchall(sql, hidden)
             result = rows[0][0] if rows else None
         else:
-            result = (await conn.execute(sql, args)).rowcount
+            result = (await conn.execute(sql, hidden)).rowcount
         # The driver's own engine autocommits; an engine handed to it may leave sqlite3
         # opening a transaction before a write, which must not stay open.
         if conn.in_transaction:
