@@ -255,3 +255,26 @@ async def test_assigning_another_user_to_the_identity_key_empties_the_session(
     session = await reopen(store, change.session_id)
     session["user"] = "bob"
     assert dict(session) == {"user": "bob"}
+
+
+async def test_assigning_none_to_the_identity_key_signs_out_and_keeps_the_rest(
+    driver: Any, clock: FakeClock
+) -> None:
+    store = SessionStore(driver, clock=clock, identity_key="user", max_size=60)
+    session = await store.load([])
+    session["user"] = "ada"
+    session["cart"] = ["x" * 30]
+    change = await store.commit(session)
+    assert change is not None
+    assert change.session_id is not None
+    signed_in = change.session_id
+    session = await reopen(store, signed_in)
+    session["user"] = None
+    assert session.session_id != signed_in
+    change = await store.commit(session)
+    assert change is not None
+    assert change.session_id is not None
+    stored = await driver.get_item(storage_key(change.session_id))
+    assert "user" not in stored  # no binding left
+    assert dict(await reopen(store, change.session_id)) == {"user": None, "cart": ["x" * 30]}
+    assert await driver.get_item(storage_key(signed_in)) is None

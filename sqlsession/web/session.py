@@ -182,24 +182,12 @@ class Session(MutableMapping[str, Any]):
         state.accessed = True
         seconds = _validate.check_ttl(ttl)
         text = _row.encode_value(key, value)
-        policy = state.policy
-        user_id: str | None = None
-        switching = False
-        if key == policy.identity_key:
-            user_id = _identity(value)
-            bound = self._bound_key()
-            new_key = None if user_id is None else policy.user_key(user_id)
-            switching = bound is not None and new_key != bound
-        if policy.max_size is not None:
-            # A sign-in as another user empties the session first.
-            others = {} if switching else {n: e for n, e in state.entries.items() if n != key}
-            size = _row.size({**others, key: (text, None)})
-            if size > policy.max_size:
-                raise SessionTooLargeError(
-                    f"Storing session key {key!r} would make the session {size} bytes, more "
-                    f"than its max_size of {policy.max_size}: store less (or raise max_size)."
-                )
-        if key == policy.identity_key:
+        signing_in = key == state.policy.identity_key
+        user_id = _identity(value) if signing_in else None
+        # Signing in as another user empties the session: only this key will be left.
+        switching = signing_in and self._switches_user(user_id)
+        self._check_size(key, text, alone=switching)
+        if signing_in:
             if user_id is None:
                 if self._bound_key() is not None:
                     self._sign_out()
@@ -213,6 +201,20 @@ class Session(MutableMapping[str, Any]):
         state.modified = True
         if state.id is None:
             state.id = _ids.new_id()
+
+    def _check_size(self, key: str, text: str, *, alone: bool) -> None:
+        """Refuse `text` under `key` if the session would outgrow ``max_size``."""
+        state = self._state
+        limit = state.policy.max_size
+        if limit is None:
+            return
+        others = {} if alone else {n: e for n, e in state.entries.items() if n != key}
+        size = _row.size({**others, key: (text, None)})
+        if size > limit:
+            raise SessionTooLargeError(
+                f"Storing session key {key!r} would make the session {size} bytes, more "
+                f"than its max_size of {limit}: store less (or raise max_size)."
+            )
 
     # -- the session's identity ---------------------------------------------------------
 
@@ -257,6 +259,15 @@ class Session(MutableMapping[str, Any]):
         state.deleted.clear()
         state.regenerated = False
         state.destroyed = state.modified = True
+
+    def _switches_user(self, user_id: str | None) -> bool:
+        """Whether binding `user_id` replaces another bound user (None, a sign-out: no)."""
+        bound = self._bound_key()
+        return (
+            user_id is not None
+            and bound is not None
+            and bound != self._state.policy.user_key(user_id)
+        )
 
     def _bound_key(self) -> str | None:
         """The storage key of the user this session is (or is about to be) bound to."""
