@@ -16,19 +16,35 @@ if it has one); sqlsession never passes ``ttl=`` to a driver without ``touch``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
+    "Entry",
     "SessionDriver",
+    "SupportsAddItem",
     "SupportsCleanup",
     "SupportsClear",
+    "SupportsDeleteItem",
     "SupportsDispose",
+    "SupportsEntries",
     "SupportsExpiry",
     "SupportsHasItem",
     "SupportsKeys",
+    "SupportsMany",
     "SupportsMerge",
     "SupportsMergeExisting",
+    "SupportsPrefixCleanup",
 ]
+
+
+class Entry(NamedTuple):
+    """A live item with its expiry, as `SupportsEntries.get_entry` returns it."""
+
+    value: Any
+    """The stored value (a fresh copy)."""
+    expires_at: float | None
+    """When the item expires, in seconds since the epoch (millisecond precision); None
+    when it never expires."""
 
 
 @runtime_checkable
@@ -173,3 +189,89 @@ class SupportsDispose(Protocol):
 
     async def dispose(self) -> None:
         """Release the driver's resources."""
+
+
+@runtime_checkable
+class SupportsEntries(Protocol):
+    """Reading an item together with its expiry, optionally renewing it in the same step.
+
+    What a key-value store needs for its ``ttl(key)`` or ``expires_in(key)``: the
+    expiry is the one the driver stores, so it is exact after `touch`, ``merge_item``
+    and ``set_item`` by any client, and nothing is wrapped around the value.
+    """
+
+    async def get_entry(self, key: str, *, renew: float | None = None) -> Entry | None:
+        """The live item `key` with its expiry; None when absent or expired.
+
+        Args:
+            key: the key.
+            renew: when given, an item that has an expiry gets now + `renew` seconds in
+                the same atomic step (an item without expiry keeps none), and the
+                returned entry carries the new expiry. Litestar's ``renew_for``.
+        """
+
+    async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The live items among `keys` with their expiries; absent ones are left out."""
+
+
+@runtime_checkable
+class SupportsDeleteItem(Protocol):
+    """Deleting an item and learning whether it was there.
+
+    ``remove_item`` of the base contract returns None, so a driver that reports stays
+    compatible with it by offering this second method.
+    """
+
+    async def delete_item(self, key: str) -> bool:
+        """Delete the live item `key`; True when this call deleted it.
+
+        Of several concurrent calls for one live item, exactly one returns True. An
+        expired item counts as absent (False); its row is left to cleanup.
+        """
+
+
+@runtime_checkable
+class SupportsMany(Protocol):
+    """Reading, writing and deleting several items in one step each.
+
+    A driver that is also `SupportsExpiry` accepts ``ttl=`` on `set_many`.
+    """
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of the live items among `keys`; absent ones are left out."""
+
+    async def set_many(self, items: Mapping[str, Any], *, ttl: float | None = ...) -> None:
+        """Store every item of `items` atomically (all or none), with one `ttl`."""
+
+    async def remove_many(self, keys: Iterable[str]) -> int:
+        """Delete the live items among `keys`; return how many were live.
+
+        Expired rows count as absent and are left to cleanup.
+        """
+
+
+@runtime_checkable
+class SupportsAddItem(Protocol):
+    """Put-if-absent."""
+
+    async def add_item(self, key: str, value: Any, *, ttl: float | None = ...) -> bool:
+        """Store `value` under `key` only when no live item is there, atomically.
+
+        An expired item counts as absent and is replaced.
+
+        Returns:
+            True when this call wrote; of concurrent calls for one absent key, exactly
+            one does.
+        """
+
+
+@runtime_checkable
+class SupportsPrefixCleanup(Protocol):
+    """`SupportsCleanup` limited to keys with a prefix (one namespace of a shared table).
+
+    ``isinstance`` cannot tell it from `SupportsCleanup` (same method name); the
+    built-in drivers have it, and so does every driver that is `SupportsEntries`.
+    """
+
+    async def cleanup(self, prefix: str = "") -> int:
+        """Delete the expired items whose key starts with `prefix`; return how many."""

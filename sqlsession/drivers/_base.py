@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from .. import _codec, _validate
-from ..errors import ValueNotSerializableError
+from ..errors import InvalidKeyError, ValueNotSerializableError
 
 Clock = Callable[[], float]
 """Returns the current time as seconds since the Unix epoch (``time.time``)."""
@@ -60,10 +60,50 @@ class ExpiryMixin(Disposable):
     def _now_ms(self) -> int:
         return to_ms(self._clock())
 
+    def _renewal(self, renew: Any) -> int | None:
+        """The new expiry `get_entry(renew=...)` gives an item that has one (None: no renewal)."""
+        seconds = None if renew is None else _validate.check_ttl(renew, what="renew")
+        return None if seconds is None else to_ms(self._clock() + seconds)
+
     def _expires_at(self, ttl: Any) -> int | None:
         """The expiry instant for a write with `ttl` (DEFAULT: the driver's own)."""
         seconds = self.ttl if ttl is DEFAULT else _validate.check_ttl(ttl)
         return None if seconds is None else to_ms(self._clock() + seconds)
+
+
+MAX_MANY: Final = 5000
+"""The most keys one bulk operation takes (databases cap the parameters of a statement)."""
+
+
+def check_keys(keys: Any, *, what: str) -> list[str]:
+    """Validate the keys of a bulk operation; duplicates are dropped, order is kept."""
+    if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+        raise InvalidKeyError(
+            f"{what} takes an iterable of str keys, got {type(keys).__name__}; wrap a "
+            "single key in a list."
+        )
+    checked = list(dict.fromkeys(_validate.check_key(key) for key in keys))
+    if len(checked) > MAX_MANY:
+        raise InvalidKeyError(
+            f"{what} takes at most {MAX_MANY} keys per call, got {len(checked)}; split "
+            "them into several calls."
+        )
+    return checked
+
+
+def encode_many(items: Any) -> dict[str, str]:
+    """Validate and encode the items of `set_many` before anything is written."""
+    if not isinstance(items, Mapping):
+        raise ValueNotSerializableError(
+            f"set_many takes a mapping of keys to values, got {type(items).__name__}."
+        )
+    check_keys(items.keys(), what="set_many")
+    return {key: _codec.encode(key, value) for key, value in items.items()}
+
+
+def from_ms(expires_at: int | None) -> float | None:
+    """A stored ``expires_at`` (ms, NULL: never) as `Entry.expires_at` (seconds or None)."""
+    return None if expires_at is None else expires_at / 1000
 
 
 def prepare_merge(

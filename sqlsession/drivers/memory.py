@@ -11,7 +11,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import _codec, _validate
-from ._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
+from ..driver import Entry
+from ._base import (
+    DEFAULT,
+    Clock,
+    ExpiryMixin,
+    apply_merge,
+    check_keys,
+    encode_many,
+    from_ms,
+    prepare_merge,
+)
 
 __all__ = ["MemoryDriver", "create_driver"]
 
@@ -62,6 +72,69 @@ class MemoryDriver(ExpiryMixin):
     async def remove_item(self, key: str) -> None:
         """Delete `key`; an absent key is not an error."""
         self._items.pop(_validate.check_key(key), None)
+
+    async def get_entry(self, key: str, *, renew: float | None = None) -> Entry | None:
+        """The live item `key` with its expiry (None: absent or expired).
+
+        `renew` gives an item that has an expiry now + `renew` seconds first.
+        """
+        _validate.check_key(key)
+        renewed = self._renewal(renew)
+        item = self._live(key)
+        if item is None:
+            return None
+        if renewed is not None and item[1] is not None:
+            item = self._items[key] = (item[0], renewed)
+        return Entry(_codec.decode(item[0]), from_ms(item[1]))
+
+    async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The live items among `keys` with their expiries; absent ones are left out."""
+        found = {}
+        for key in check_keys(keys, what="get_entries"):
+            item = self._live(key)
+            if item is not None:
+                found[key] = Entry(_codec.decode(item[0]), from_ms(item[1]))
+        return found
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of the live items among `keys`; absent ones are left out."""
+        found = {}
+        for key in check_keys(keys, what="get_many"):
+            item = self._live(key)
+            if item is not None:
+                found[key] = _codec.decode(item[0])
+        return found
+
+    async def set_many(self, items: Mapping[str, Any], *, ttl: Any = DEFAULT) -> None:
+        """Store every item of `items` (all or none), with one `ttl`."""
+        encoded = encode_many(items)
+        expires_at = self._expires_at(ttl)
+        for key, text in encoded.items():
+            self._store(key, text, expires_at)
+
+    async def remove_many(self, keys: Iterable[str]) -> int:
+        """Delete the live items among `keys`; returns how many were live."""
+        live = [key for key in check_keys(keys, what="remove_many") if self._live(key)]
+        for key in live:
+            del self._items[key]
+        return len(live)
+
+    async def delete_item(self, key: str) -> bool:
+        """Delete the live item `key`; True when it was there."""
+        if self._live(_validate.check_key(key)) is None:
+            return False
+        del self._items[key]
+        return True
+
+    async def add_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> bool:
+        """Store `value` under `key` unless a live item is there; True when written."""
+        _validate.check_key(key)
+        text = _codec.encode(key, value)
+        expires_at = self._expires_at(ttl)
+        if self._live(key) is not None:
+            return False
+        self._store(key, text, expires_at)
+        return True
 
     async def has_item(self, key: str) -> bool:
         """Whether a live item is stored under `key` (also when its value is None)."""
@@ -141,10 +214,15 @@ class MemoryDriver(ExpiryMixin):
         for key in [k for k in self._items if k.startswith(prefix)]:
             del self._items[key]
 
-    async def cleanup(self) -> int:
-        """Delete expired items; returns how many."""
+    async def cleanup(self, prefix: str = "") -> int:
+        """Delete expired items whose key starts with `prefix`; returns how many."""
+        prefix = _check_prefix(prefix)
         now = self._now_ms()
-        expired = [k for k, (_, exp) in self._items.items() if exp is not None and exp <= now]
+        expired = [
+            k
+            for k, (_, exp) in self._items.items()
+            if exp is not None and exp <= now and k.startswith(prefix)
+        ]
         for key in expired:
             del self._items[key]
         return len(expired)

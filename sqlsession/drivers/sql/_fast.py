@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,9 +23,12 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from ._greenlet import GreenletRunner
 
-__all__ = ["FastPath", "compile_statement", "give_way", "pool_drained"]
+__all__ = ["FastPath", "Fetch", "compile_statement", "give_way", "pool_drained"]
 
 Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+Fetch = Literal["value", "row", "count"]
+"""What a statement's run returns: the first column of the first row (None: no row), the
+first row (a sequence, or None), or how many rows it changed."""
 
 
 def compile_statement(stmt: ClauseElement, dialect: Dialect) -> Compiled:
@@ -75,14 +78,18 @@ class FastPath:
 
     async def scalar(self, name: str, params: Mapping[str, Any]) -> Any:
         """The first column of the first row statement `name` returns, or None."""
-        return await self._run(name, params, fetch=True)
+        return await self._run(name, params, fetch="value")
+
+    async def row(self, name: str, params: Mapping[str, Any]) -> Any:
+        """The first row statement `name` returns (a sequence of its columns), or None."""
+        return await self._run(name, params, fetch="row")
 
     async def rowcount(self, name: str, params: Mapping[str, Any]) -> int:
         """How many rows statement `name` changed."""
-        count: int = await self._run(name, params, fetch=False)
+        count: int = await self._run(name, params, fetch="count")
         return count
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         raise NotImplementedError
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
@@ -93,12 +100,15 @@ class FastPath:
         """Whether `exc` is a deadlock the server rolled back (the statement may run again)."""
         return False
 
-    async def _run(self, name: str, params: Mapping[str, Any], *, fetch: bool) -> Any:
+    async def _run(self, name: str, params: Mapping[str, Any], *, fetch: Fetch) -> Any:
         sql, names, fixed = self._statements[name]
         args = [params[n] if n in params else fixed[n] for n in names]
         # Each operation here is idempotent, so a connection the server dropped (a
         # restart, an idle timeout) costs one retry on a fresh connection rather than
         # a ping before every operation; so does a statement a deadlock rolled back.
+        # (The two that report, delete_item and add_item, could report False for a
+        # change of their own whose reply was lost with the connection; a stale
+        # connection after a restart, the common case, never sent it.)
         for attempt in (1, 2):
             # Checked out and in on a greenlet: both may need to await the
             # driver (opening a connection, closing an overflow one).

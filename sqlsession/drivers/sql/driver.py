@@ -1,10 +1,12 @@
 """The SQL driver: JSON session values in one keyed table, on any database with a dialect.
 
 Every operation is one statement on an autocommit connection, except `merge_item`, a
-short transaction that locks the row it changes. Expiry is filtered in SQL, so an
-expired row is never returned, counted or listed, whether or not cleanup has run. What
-differs between databases is asked of the dialect (`dialects.SQLDialect`); nothing
-here knows which database it talks to.
+short transaction that locks the row it changes, and, on MySQL/MariaDB only,
+`get_entry(renew=...)` (a short transaction: no ``UPDATE ... RETURNING`` there) and
+`add_item` on a key that exists (an INSERT, then an UPDATE of an expired row). Expiry
+is filtered in SQL, so an expired row is never returned, counted or listed, whether or
+not cleanup has run. What differs between databases is asked of the dialect
+(`dialects.SQLDialect`); nothing here knows which database it talks to.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
+    String,
     Table,
     bindparam,
     case,
@@ -45,18 +48,29 @@ from ..._url import (
     resolve_url,
     url_origin,
 )
+from ...driver import Entry
 from ...errors import DatabaseUnavailableError, SchemaError, SessionError
-from .._base import DEFAULT, Clock, ExpiryMixin, apply_merge, prepare_merge
+from .._base import (
+    DEFAULT,
+    Clock,
+    ExpiryMixin,
+    apply_merge,
+    check_keys,
+    encode_many,
+    from_ms,
+    prepare_merge,
+)
 from . import _errors
 from ._fast import give_way, pool_drained
 from .dialects import CleanupJob, ErrorKind, dialect_class, key_param
+from .dialects._base import delete_in_batches
 
 __all__ = ["SQLDriver", "create_driver"]
 
 logger = logging.getLogger("sqlsession")
 T = TypeVar("T")
 # The single-statement, single-row operations the fast path runs, by name.
-_FAST = ("get", "has", "set", "remove", "touch")
+_FAST = ("get", "has", "set", "remove", "touch", "entry", "delete_live")
 
 
 class SQLDriver(ExpiryMixin):
@@ -147,9 +161,10 @@ class SQLDriver(ExpiryMixin):
         self._table = session_table(self.table_name, self.schema, **dialect.table_definition())
         self._dialect = dialect(self._table)
         self._build_statements(self._table)
-        self._fast = self._dialect.fast_path(
-            self.engine, {name: getattr(self, f"_{name}") for name in _FAST}
-        )
+        fast = {name: getattr(self, f"_{name}") for name in _FAST}
+        if self._add is not None:
+            fast["add"] = self._add
+        self._fast = self._dialect.fast_path(self.engine, fast)
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
@@ -214,6 +229,16 @@ class SQLDriver(ExpiryMixin):
         self._clear_from = delete(t).where(c.key >= key_param("low"))
         self._clear_range = delete(t).where(*in_range)
         self._expiry_of = select(c.expires_at).where(c.key == key_param("k"), live)
+        self._entry = select(c.value, c.expires_at).where(c.key == key_param("k"), live)
+        in_keys = c.key.in_(bindparam("keys", expanding=True, type_=String()))
+        self._entries = select(c.key, c.value, c.expires_at).where(in_keys, live)
+        self._delete_live = delete(t).where(c.key == key_param("k"), live)
+        self._remove_many = delete(t).where(in_keys, live)
+        self._add = self._dialect.insert_if_absent()
+        self._prefix_cleanup = (
+            self._dialect.prefix_cleanup(False),
+            self._dialect.prefix_cleanup(True),
+        )
         # COUNT(CASE ...) rather than FILTER, which MySQL lacks.
         self._stats = select(
             func.count(case((live, 1))).label("live"),
@@ -301,6 +326,126 @@ class SQLDriver(ExpiryMixin):
         if row is None:
             return None
         return math.inf if row[0] is None else row[0] / 1000
+
+    async def get_entry(self, key: str, *, renew: float | None = None) -> Entry | None:
+        """The live item `key` with its expiry, in one statement.
+
+        Args:
+            key: the key.
+            renew: seconds; when given, an item that has an expiry gets now + `renew` in
+                the same statement (one short transaction on MySQL/MariaDB, which have no
+                ``UPDATE ... RETURNING``) and the entry carries the new expiry; an item
+                without expiry keeps none.
+
+        Returns:
+            The value and its expiry (seconds since the epoch, None: never), or None
+            when there is no live item `key`.
+
+        Raises:
+            InvalidKeyError, InvalidTTLError: bad input.
+            SchemaError, StorageError: as for `get_item`.
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        renewed = self._renewal(renew)
+        if renewed is None:
+            row = await self._row("entry", params)
+        else:
+            params["exp"] = renewed
+            row = await self._run(lambda conn: self._dialect.renew_entry(conn, params))
+        return None if row is None else Entry(_codec.decode(row[0]), from_ms(row[1]))
+
+    async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The live items among `keys` with their expiries, in one statement.
+
+        Returns:
+            A dict of the live keys (absent and expired ones are left out).
+
+        Raises:
+            InvalidKeyError: a key is invalid, or there are more than 5000.
+        """
+        rows = await self._read_many(check_keys(keys, what="get_entries"))
+        return {key: Entry(_codec.decode(text), from_ms(exp)) for key, text, exp in rows}
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of the live items among `keys`, in one statement.
+
+        Returns:
+            A dict of the live keys (absent and expired ones are left out).
+
+        Raises:
+            InvalidKeyError: a key is invalid, or there are more than 5000.
+        """
+        rows = await self._read_many(check_keys(keys, what="get_many"))
+        return {key: _codec.decode(text) for key, text, _ in rows}
+
+    async def set_many(self, items: Mapping[str, Any], *, ttl: Any = DEFAULT) -> None:
+        """Store every item of `items` in one statement, so all or none are written.
+
+        Args:
+            items: keys and their values (at most 5000).
+            ttl: as for `set_item`; the same for every item.
+
+        Raises:
+            InvalidKeyError, InvalidTTLError, ValueNotSerializableError: bad input;
+                nothing is written.
+        """
+        encoded = encode_many(items)
+        exp = self._expires_at(ttl)
+        if not encoded:
+            return
+        rows = [
+            {"key": _key_value(key), "value": text, "expires_at": exp}
+            for key, text in encoded.items()
+        ]
+        stmt = self._dialect.upsert_rows(rows)
+        await self._run(lambda conn: conn.execute(stmt))
+
+    async def remove_many(self, keys: Iterable[str]) -> int:
+        """Delete the live items among `keys` in one statement.
+
+        Returns:
+            How many live items were deleted; expired rows are left to cleanup.
+        """
+        checked = check_keys(keys, what="remove_many")
+        if not checked:
+            return 0
+        params = {"keys": checked, "now": self._now_ms()}
+
+        async def remove(conn: AsyncConnection) -> int:
+            return (await conn.execute(self._remove_many, params)).rowcount
+
+        return await self._run(remove)
+
+    async def delete_item(self, key: str) -> bool:
+        """Delete the live item `key` in one statement; True when this call deleted it.
+
+        Of concurrent calls for one item exactly one returns True. An expired item
+        counts as absent; its row is left to cleanup.
+        """
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        return await self._rowcount("delete_live", params) > 0
+
+    async def add_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> bool:
+        """Store `value` under `key` only when no live item is there (put-if-absent).
+
+        One statement on SQLite and PostgreSQL (``INSERT ... ON CONFLICT DO UPDATE ...
+        WHERE`` the stored row has expired); on MySQL/MariaDB an INSERT, followed, when
+        the key exists, by an UPDATE of an expired row. Atomic either way: of
+        concurrent calls for one absent key exactly one writes.
+
+        Returns:
+            True when this call wrote (an expired item counts as absent).
+
+        Raises:
+            InvalidKeyError, InvalidTTLError, ValueNotSerializableError: bad input;
+                nothing is written.
+        """
+        _validate.check_key(key)
+        params = {"k": key, "v": _codec.encode(key, value), "exp": self._expires_at(ttl)}
+        params["now"] = self._now_ms()
+        if self._add is not None:
+            return await self._rowcount("add", params) == 1
+        return await self._run(lambda conn: self._dialect.add_item(conn, params))
 
     async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
         """Set the expiry of a live `key` to now + `ttl` (None: never).
@@ -397,7 +542,7 @@ class SQLDriver(ExpiryMixin):
         # safe because applying the same set and delete twice gives the same dict.
         return await self._run(merge)
 
-    async def cleanup(self) -> int:
+    async def cleanup(self, prefix: str = "") -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
 
         A batch is at most ``cleanup_batch_size`` rows; how batches are picked is the
@@ -405,10 +550,24 @@ class SQLDriver(ExpiryMixin):
         on PostgreSQL and MySQL (a lock per table); the others return 0 at once and
         set `last_cleanup_skipped`.
 
+        Args:
+            prefix: delete only the expired rows whose key starts with it (``%`` and
+                ``_`` match literally; a range on the primary key). Such a cleanup takes
+                no lock: runners for different prefixes (a Litestar store per
+                namespace) do not wait for each other.
+
         Returns:
             How many expired rows were deleted.
         """
         job = CleanupJob(batch_size=self.cleanup_batch_size, now_ms=self._now_ms)
+        if prefix != "":
+            _, bind = self._prefix_query(prefix, None, None, None)
+            stmt = self._prefix_cleanup["high" in bind]
+            # Every batch commits on its own and takes no lock, so a run cut short by a
+            # lost connection runs again on a fresh one (the count is then the rerun's).
+            return await self._run(
+                lambda conn: delete_in_batches(conn, stmt, job, bind=bind), interruptible=True
+            )
 
         async def run(conn: AsyncConnection) -> int:
             self.last_cleanup_skipped = False
@@ -458,6 +617,18 @@ class SQLDriver(ExpiryMixin):
             return from_low, {"low": low}
         return in_range, {"low": low, "high": high}
 
+    async def _read_many(self, keys: list[str]) -> list[Any]:
+        if not keys:
+            return []
+        params = {"keys": keys, "now": self._now_ms()}
+        decode = self._dialect.decode_key
+
+        async def read(conn: AsyncConnection) -> list[Any]:
+            rows = (await conn.execute(self._entries, params)).all()
+            return [(decode(key), text, exp) for key, text, exp in rows]
+
+        return await self._run(read)
+
     async def _scalar(self, name: str, params: dict[str, Any]) -> Any:
         """The first column of the row statement `name` returns (None: no row)."""
         if self._fast is None:
@@ -465,6 +636,13 @@ class SQLDriver(ExpiryMixin):
             row = await self._run(lambda conn: _first(conn, stmt, params))
             return None if row is None else row[0]
         return await self._run_fast(self._fast.scalar, name, params)
+
+    async def _row(self, name: str, params: dict[str, Any]) -> Any:
+        """The first row statement `name` returns (None: no row)."""
+        if self._fast is None:
+            stmt = getattr(self, f"_{name}")
+            return await self._run(lambda conn: _first(conn, stmt, params))
+        return await self._run_fast(self._fast.row, name, params)
 
     async def _rowcount(self, name: str, params: dict[str, Any]) -> int:
         """Run statement `name`; return how many rows it changed."""
@@ -633,6 +811,11 @@ class SQLDriver(ExpiryMixin):
         if isinstance(error, SchemaError):
             self._ready = False
         return error
+
+
+def _key_value(key: str) -> Any:
+    """A key as a bound value of a multi-row statement, typed as `key_param` types it."""
+    return bindparam(None, key, type_=String())
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -20,11 +20,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import BindParameter, String, Table, bindparam, event
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    event,
+    null,
+    or_,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from ....errors import ConfigError
@@ -41,7 +53,9 @@ __all__ = [
     "delete_in_batches",
     "key_param",
     "lock_id",
+    "on_conflict_insert_if_absent",
     "on_conflict_upsert",
+    "renew_returning",
     "reset_only_open_transactions",
     "then",
     "undo_quietly",
@@ -114,20 +128,65 @@ def reset_only_open_transactions(
             dbapi_connection.rollback()
 
 
-def on_conflict_upsert(insert: Any, table: Table) -> Insert:
+def on_conflict_upsert(
+    insert: Any, table: Table, rows: list[dict[str, Any]] | None = None
+) -> Insert:
     """``INSERT ... ON CONFLICT (key) DO UPDATE`` (PostgreSQL's and SQLite's upsert).
 
     Args:
         insert: the dialect's own ``insert(table)`` construct.
         table: the session table.
+        rows: the rows of a multi-row upsert (see `SQLDialect.upsert_rows`); None for the
+            one-row statement that binds ``k``, ``v`` and ``exp``.
     """
-    upsert: Insert = insert.values(
-        key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
-    ).on_conflict_do_update(
+    values = insert.values(
+        rows
+        if rows is not None
+        else {"key": key_param("k"), "value": bindparam("v"), "expires_at": bindparam("exp")}
+    )
+    upsert: Insert = values.on_conflict_do_update(
         index_elements=[table.c.key],
         set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},
     )
     return upsert
+
+
+def on_conflict_insert_if_absent(insert: Any, table: Table) -> Insert:
+    """Put-if-absent in one statement: changes one row exactly when it wrote.
+
+    Inserts the row, or replaces an expired one (the conflict update's WHERE); a live
+    row is left alone and the statement reports 0 rows. Binds ``k``, ``v``, ``exp``,
+    ``now``.
+    """
+    c = table.c
+    add: Insert = insert.values(
+        key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
+    ).on_conflict_do_update(
+        index_elements=[c.key],
+        set_={"value": insert.excluded.value, "expires_at": insert.excluded.expires_at},
+        where=and_(c.expires_at.is_not(None), c.expires_at <= bindparam("now")),
+    )
+    return add
+
+
+def renew_returning(table: Table) -> Update:
+    """Get-and-renew in one statement (``UPDATE ... RETURNING``).
+
+    A live item with an expiry gets ``exp``; one without keeps none. Returns the row's
+    value and (new) expiry. Binds ``k``, ``now``, ``exp``.
+    """
+    c = table.c
+    live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+    return (
+        update(table)
+        .where(c.key == key_param("k"), live)
+        .values(
+            expires_at=case(
+                (c.expires_at.is_(None), null()), else_=bindparam("exp", type_=BigInteger())
+            )
+        )
+        .returning(c.value, c.expires_at)
+    )
 
 
 def lock_id(purpose: str, table: str, schema: str | None) -> bytes:
@@ -201,6 +260,41 @@ class SQLDialect:
 
     def upsert(self) -> Insert:
         """Insert or replace one row: binds ``k``, ``v`` (JSON text), ``exp`` (ms or None)."""
+        raise NotImplementedError
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        """One statement that inserts or replaces every row of `rows` (for ``set_many``).
+
+        Each row is a dict of ``key`` (a `key_param`-typed value), ``value`` and
+        ``expires_at``.
+        """
+        raise NotImplementedError
+
+    def insert_if_absent(self) -> Insert | None:
+        """Put-if-absent as one statement that changes one row exactly when it writes
+        (binds ``k``, ``v``, ``exp``, ``now``); None when the database needs `add_item`."""
+        return None
+
+    async def add_item(self, conn: AsyncConnection, params: dict[str, Any]) -> bool:
+        """Put-if-absent where `insert_if_absent` is None.
+
+        Writes the row (binds ``k``, ``v``, ``exp``, ``now``) unless a live one is there,
+        atomically; True when it wrote.
+        """
+        raise NotImplementedError
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        """Get-and-renew: give the live row ``k`` the expiry ``exp`` if it has one, and
+        return its ``(value, expires_at)`` after that (None: no live row)."""
+        raise NotImplementedError
+
+    def prefix_cleanup(self, bounded: bool) -> Executable:
+        """The batch statement of a cleanup limited to a key range.
+
+        It binds ``now``, ``batch`` and ``low`` (and ``high`` when `bounded`) and deletes
+        at most ``batch`` expired rows with ``low <= key (< high)``, re-checking expiry on
+        the row it deletes.
+        """
         raise NotImplementedError
 
     def decode_key(self, key: Any) -> str:
@@ -307,16 +401,17 @@ async def delete_in_batches(
     *,
     after: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     pause: Callable[[float], Awaitable[None]] = _let_others_in,
+    bind: Mapping[str, Any] | None = None,
 ) -> int:
     """Run the batch `statement` (binds ``now`` and ``batch``) until a batch comes up short.
 
     `after` runs after every batch; `pause` before the next one, given the seconds the
-    batch (with `after`) took.
+    batch (with `after`) took. `bind` holds the statement's other parameters.
     """
     total = 0
     while True:
         started = time.perf_counter()
-        params = {"now": job.now_ms(), "batch": job.batch_size}
+        params = {**(bind or {}), "now": job.now_ms(), "batch": job.batch_size}
         deleted: int = (await conn.execute(statement, params)).rowcount
         total += deleted
         if after is not None:

@@ -18,14 +18,15 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, literal_column, select, text
+from sqlalchemy import Table, bindparam, insert, literal_column, or_, select, text, update
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement
 
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
     SECRECY,
     CleanupJob,
@@ -66,6 +67,7 @@ _LOST = frozenset({1927, 2006, 2013, 2055})
 _CONFLICT = 1213  # deadlock: the transaction was rolled back and may run again
 _LOCK_TIMEOUT = 1205
 _ALREADY_EXISTS = 1050
+_DUPLICATE_KEY = 1062
 # How long a migration waits for another one of the same table (GET_LOCK's seconds).
 _MIGRATION_LOCK_WAIT_S = 600
 _SETUP = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
@@ -101,6 +103,33 @@ class Dialect(SQLDialect):
         name = mysql.dialect().identifier_preparer.format_table(table)
         # No ORDER BY: the expires_at index hands the expired rows over in its own order.
         self._cleanup = text(f"DELETE FROM {name} WHERE expires_at <= :now LIMIT :batch")
+        self._cleanup_from = text(
+            f"DELETE FROM {name} WHERE `key` >= :low AND expires_at <= :now LIMIT :batch"
+        )
+        self._cleanup_range = text(
+            f"DELETE FROM {name} WHERE `key` >= :low AND `key` < :high AND expires_at <= :now "
+            "LIMIT :batch"
+        )
+        # Put-if-absent: neither MySQL nor MariaDB can tell, from an upsert's row count,
+        # a new row from a duplicate left as it was (SQLAlchemy connects with
+        # CLIENT_FOUND_ROWS, which reports 1 for both), so a plain INSERT tries first.
+        self._insert_new = insert(table).values(
+            key=key_param("k"), value=bindparam("v"), expires_at=bindparam("exp")
+        )
+        expired = c.expires_at <= bindparam("now")
+        self._replace_expired = (
+            update(table)
+            .where(c.key == key_param("k"), c.expires_at.is_not(None), expired)
+            .values(value=bindparam("v"), expires_at=bindparam("exp"))
+        )
+        # Get-and-renew: no UPDATE ... RETURNING on either, so a short transaction.
+        self._renew = (
+            update(table)
+            .where(c.key == key_param("k"), c.expires_at > bindparam("now"))
+            .values(expires_at=bindparam("exp"))
+        )
+        live = or_(c.expires_at.is_(None), c.expires_at > bindparam("now"))
+        self._read_live = select(c.value, c.expires_at).where(c.key == key_param("k"), live)
         # A named lock is held by the server session: released by RELEASE_LOCK, and by
         # the server when the connection dies with the process that took it.
         lock_name = "sqlsession.cleanup." + lock_id("cleanup", table.name, table.schema).hex()
@@ -152,6 +181,41 @@ class Dialect(SQLDialect):
         ).on_duplicate_key_update(
             value=literal_column("VALUES(value)"), expires_at=literal_column("VALUES(expires_at)")
         )
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        return self._insert.values(rows).on_duplicate_key_update(
+            value=literal_column("VALUES(value)"), expires_at=literal_column("VALUES(expires_at)")
+        )
+
+    async def add_item(self, conn: AsyncConnection, params: dict[str, Any]) -> bool:
+        """A new row in one INSERT; a duplicate is replaced only when it has expired.
+
+        Two statements when the key exists: the UPDATE re-checks expiry on the row it
+        locks, so of concurrent callers exactly one writes.
+        """
+        try:
+            await conn.execute(self._insert_new, params)
+            return True
+        except IntegrityError as exc:
+            if _errno(exc.orig) != _DUPLICATE_KEY:  # type: ignore[arg-type]
+                raise
+        return bool((await conn.execute(self._replace_expired, params)).rowcount == 1)
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        # The UPDATE holds the row until the read has seen its own renewal.
+        await conn.execution_options(isolation_level="READ COMMITTED")
+        await conn.begin()
+        try:
+            await conn.execute(self._renew, params)
+            row = (await conn.execute(self._read_live, params)).first()
+        except BaseException:
+            await undo_quietly(conn, conn.rollback)
+            raise
+        await conn.commit()
+        return row
+
+    def prefix_cleanup(self, bounded: bool) -> Any:
+        return self._cleanup_range if bounded else self._cleanup_from
 
     def decode_key(self, key: Any) -> str:
         return key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
@@ -245,13 +309,13 @@ class _AsyncmyFastPath(FastPath):
         self.errors = (*Dialect.driver_errors(), OSError)
         super().__init__(engine, statements)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         async with conn.cursor() as cursor:
             await cursor.execute(sql, args)
-            if not fetch:
+            if fetch == "count":
                 return cursor.rowcount
             row = await cursor.fetchone()
-            return None if row is None else row[0]
+            return None if row is None else row[0] if fetch == "value" else row
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
         return (

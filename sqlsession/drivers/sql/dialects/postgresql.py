@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
     SECRECY,
     CleanupJob,
@@ -28,7 +28,9 @@ from ._base import (
     delete_in_batches,
     key_param,
     lock_id,
+    on_conflict_insert_if_absent,
     on_conflict_upsert,
+    renew_returning,
     then,
     undo_quietly,
 )
@@ -77,21 +79,9 @@ class Dialect(SQLDialect):
         # per second. No ORDER BY: with many rows expired the planner reads the table
         # in physical order, so a batch dirties few pages (index order was 4x slower).
         ctid: ColumnElement[Any] = literal_column("ctid")
-        # Rows a writer holds are skipped rather than waited for, and the outer
-        # condition re-checks expiry on the row version the DELETE actually sees, so a
-        # session refreshed during cleanup is never deleted. The locks also keep each
-        # picked ctid pointing at the same row until the DELETE reaches it.
-        batch = (
-            select(ctid)
-            .select_from(table)
-            .where(expired)
-            .limit(bindparam("batch"))
-            .with_for_update(skip_locked=True)
-        )
-        # ctid = ANY(ARRAY(...)) is what PostgreSQL runs as a TID scan.
-        self._cleanup = delete(table).where(
-            ctid == any_(func.array(batch.scalar_subquery())), expired
-        )
+        self._cleanup = self._cleanup_batch()
+        self._add = on_conflict_insert_if_absent(self._insert, table)
+        self._renew = renew_returning(table)
         # The sweep: the rows of one range of pages, read by a TID range scan.
         in_pages = (
             select(ctid)
@@ -114,6 +104,23 @@ class Dialect(SQLDialect):
         )
         self._try_lock = text("SELECT pg_try_advisory_lock(:k)").bindparams(k=self._lock_key)
         self._unlock = text("SELECT pg_advisory_unlock(:k)").bindparams(k=self._lock_key)
+
+    def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
+        expired = self.table.c.expires_at <= bindparam("now")
+        ctid: ColumnElement[Any] = literal_column("ctid")
+        # Rows a writer holds are skipped rather than waited for, and the outer
+        # condition re-checks expiry on the row version the DELETE actually sees, so a
+        # session refreshed during cleanup is never deleted. The locks also keep each
+        # picked ctid pointing at the same row until the DELETE reaches it.
+        batch = (
+            select(ctid)
+            .select_from(self.table)
+            .where(expired, *conditions)
+            .limit(bindparam("batch"))
+            .with_for_update(skip_locked=True)
+        )
+        # ctid = ANY(ARRAY(...)) is what PostgreSQL runs as a TID scan.
+        return delete(self.table).where(ctid == any_(func.array(batch.scalar_subquery())), expired)
 
     @classmethod
     def table_definition(cls) -> dict[str, Any]:
@@ -138,6 +145,22 @@ class Dialect(SQLDialect):
 
     def upsert(self) -> Insert:
         return on_conflict_upsert(self._insert, self.table)
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        return on_conflict_upsert(self._insert, self.table, rows)
+
+    def insert_if_absent(self) -> Insert:
+        return self._add
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        return (await conn.execute(self._renew, params)).first()
+
+    def prefix_cleanup(self, bounded: bool) -> Any:
+        key = self.table.c.key
+        conditions = [key >= key_param("low")]
+        if bounded:
+            conditions.append(key < key_param("high"))
+        return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
     async def locked_row(
@@ -243,9 +266,11 @@ class _AsyncpgFastPath(FastPath):
         self.errors = (*Dialect.driver_errors(), OSError)
         super().__init__(engine, statements)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
-        if fetch:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
+        if fetch == "value":
             return await conn.fetchval(sql, *args)
+        if fetch == "row":
+            return await conn.fetchrow(sql, *args)
         status: str = await conn.execute(sql, *args)
         # The command tag ends with the row count: "UPDATE 1", "INSERT 0 1".
         return int(status.rsplit(" ", 1)[-1])

@@ -24,7 +24,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from ....errors import ConfigError
-from .._fast import FastPath
+from .._fast import FastPath, Fetch
 from ._base import (
     SECRECY,
     CleanupJob,
@@ -32,7 +32,9 @@ from ._base import (
     SQLDialect,
     delete_in_batches,
     key_param,
+    on_conflict_insert_if_absent,
     on_conflict_upsert,
+    renew_returning,
     reset_only_open_transactions,
     then,
     undo_quietly,
@@ -102,15 +104,25 @@ class Dialect(SQLDialect):
         c = table.c
         self._insert = sqlite.insert(table)
         self._read = select(c.value, c.expires_at).where(c.key == key_param("k"))
-        expired = c.expires_at <= bindparam("now")
-        # Rows are picked by rowid, so the DELETE fetches each one directly instead of
-        # probing the key index again.
-        rowid: ColumnElement[Any] = literal_column("rowid")
-        batch = select(rowid).select_from(table).where(expired).limit(bindparam("batch"))
-        self._cleanup = delete(table).where(rowid.in_(batch.scalar_subquery()), expired)
+        self._cleanup = self._cleanup_batch()
+        self._add = on_conflict_insert_if_absent(self._insert, table)
+        self._renew = renew_returning(table)
         self._autocheckpoint = text("PRAGMA wal_autocheckpoint")
         self._autocheckpoint_off = text("PRAGMA wal_autocheckpoint = 0")
         self._checkpoint = text("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
+        expired = self.table.c.expires_at <= bindparam("now")
+        # Rows are picked by rowid, so the DELETE fetches each one directly instead of
+        # probing the key index again.
+        rowid: ColumnElement[Any] = literal_column("rowid")
+        batch = (
+            select(rowid)
+            .select_from(self.table)
+            .where(expired, *conditions)
+            .limit(bindparam("batch"))
+        )
+        return delete(self.table).where(rowid.in_(batch.scalar_subquery()), expired)
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
@@ -165,6 +177,22 @@ class Dialect(SQLDialect):
 
     def upsert(self) -> Insert:
         return on_conflict_upsert(self._insert, self.table)
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        return on_conflict_upsert(self._insert, self.table, rows)
+
+    def insert_if_absent(self) -> Insert:
+        return self._add
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        return (await conn.execute(self._renew, params)).first()
+
+    def prefix_cleanup(self, bounded: bool) -> Any:
+        key = self.table.c.key
+        conditions = [key >= key_param("low")]
+        if bounded:
+            conditions.append(key < key_param("high"))
+        return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
     async def locked_row(
@@ -259,11 +287,11 @@ class _AiosqliteFastPath(FastPath):
     # aiosqlite raises ValueError for a connection it has closed.
     errors = (sqlite3.Error, ValueError)
 
-    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: bool) -> Any:
+    async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         hidden = HiddenParameters(args)
-        if fetch:
+        if fetch != "count":
             rows = await conn.execute_fetchall(sql, hidden)
-            result = rows[0][0] if rows else None
+            result = None if not rows else rows[0][0] if fetch == "value" else rows[0]
         else:
             result = (await conn.execute(sql, hidden)).rowcount
         # The driver's own engine autocommits; an engine handed to it may leave sqlite3
