@@ -25,6 +25,9 @@ from sqlalchemy.engine import make_url
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
 
+# Re-exported: the tests import it from here.
+from sqlsession.testing import FakeClock as FakeClock
+
 # The venv's scripts (sqlsession, alembic), next to the interpreter running the tests.
 BIN = Path(sys.executable).parent
 POSTGRES_ENV = "SQLSESSION_TEST_POSTGRES_URL"
@@ -32,19 +35,6 @@ MYSQL_ENV = "SQLSESSION_TEST_MYSQL_URL"
 NO_SKIP_ENV = "SQLSESSION_TEST_NO_SKIP"
 BACKENDS = ["memory", "sqlite", "postgres", "mysql"]
 SQL_BACKENDS = ["sqlite", "postgres", "mysql"]
-
-
-class FakeClock:
-    """A clock the tests move by hand: seconds since the epoch, starting in 2026."""
-
-    def __init__(self, start: float = 1_790_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -3,13 +3,15 @@
 A block is a fragment when the line before its opening fence starts with
 ``<!-- fragment``; fragments must still parse. Every other block is a complete program:
 it runs in a subprocess (timeout 60 s) in an empty directory where ``sqlsession
-migrate`` has created the default ``sqlsession.db``. A block that names the README's
-PostgreSQL URL, ``postgresql://app@db/app``, runs against the test PostgreSQL database
-instead (the URL substituted), and skips without one. A block that defines ``app`` is
-imported rather than run as ``__main__`` (which would start a server), and each of its
-own routes is requested twice through Starlette's TestClient over https: both answers
-must be 200, and the second must differ from the first (the session remembered the
-first request).
+migrate`` has created the default ``sqlsession.db``. A block that is a test module (it
+defines ``test_`` functions or ``Test`` classes at the top level) runs there under
+pytest, as ``test_example.py``: something must pass, and nothing fail. A block that
+names the README's PostgreSQL URL, ``postgresql://app@db/app``, runs against the test
+PostgreSQL database instead (the URL substituted), and skips without one. A block that
+defines ``app`` (and is not a test module) is imported rather than run as ``__main__``
+(which would start a server), and each of its own routes is requested twice through
+Starlette's TestClient over https: both answers must be 200, and the second must differ
+from the first (the session remembered the first request).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ class Block:
         return PLACEHOLDER_POSTGRES in self.source
 
     @property
+    def is_test_module(self) -> bool:
+        return re.search(r"^(async def test_|def test_|class Test)", self.source, re.M) is not None
+
+    @property
     def is_app(self) -> bool:
         return re.search(r"^app = ", self.source, re.MULTILINE) is not None
 
@@ -112,9 +118,11 @@ def test_a_complete_block_runs(
         source = source.replace(PLACEHOLDER_POSTGRES, url)
     else:
         _migrate.upgrade(f"sqlite:///{tmp_path / 'sqlsession.db'}")
-    program = tmp_path / "example.py"
+    program = tmp_path / ("test_example.py" if block.is_test_module else "example.py")
     program.write_text(source, encoding="utf-8")
-    if block.is_app:
+    if block.is_test_module:
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", program.name]
+    elif block.is_app:
         (tmp_path / "check_app.py").write_text(APP_CHECK, encoding="utf-8")
         command = [sys.executable, str(tmp_path / "check_app.py"), str(program)]
     else:
@@ -124,6 +132,8 @@ def test_a_complete_block_runs(
     )
     assert result.returncode == 0, f"README.md:{block.line}\n{result.stdout}{result.stderr}"
     assert "Traceback" not in result.stderr
+    if block.is_test_module:
+        assert re.search(r"^\d+ passed", result.stdout.splitlines()[-1]), result.stdout
 
 
 @pytest.mark.parametrize("block", FRAGMENTS)

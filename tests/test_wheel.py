@@ -3,7 +3,9 @@
 ``sqlsession migrate``, ``sqlsession alembic ...`` and ``alembic -c "$(sqlsession
 alembic-ini)"`` migrate with the scripts inside the wheel; ``show``, ``list`` and
 ``delete`` read sessions the wheel's web layer wrote; an application's own alembic
-autogenerate keeps sqlsession's tables with the wheel's ``sqlsession.alembic`` filter.
+autogenerate keeps sqlsession's tables with the wheel's ``sqlsession.alembic`` filter; a
+third party's tests subclass the wheel's ``sqlsession.testing`` contract classes and use
+its pytest plugin's fixtures.
 
 The wheel is built from this checkout and installed, without its dependencies, into a
 new virtual environment. The dependencies (SQLAlchemy, alembic, aiosqlite) are lent
@@ -80,6 +82,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         "sqlsession/alembic.ini",
         "sqlsession/alembic.py",
         "sqlsession/_alembic_cli.py",
+        "sqlsession/_pytest_plugin.py",
+        "sqlsession/testing/__init__.py",
+        "sqlsession/testing/_contract.py",
     } <= names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     dist_info = wheel.name.split("-py3")[0] + ".dist-info"
@@ -87,6 +92,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     assert "\nName: sqlsession-store\n" in metadata
     assert "\nLicense-Expression: MIT\n" in metadata
+    assert "\nProvides-Extra: testing\n" in metadata
+    entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
+    assert "[pytest11]\nsqlsession = sqlsession._pytest_plugin\n" in entry_points
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
@@ -359,3 +367,58 @@ def test_an_apps_autogenerate_with_the_wheels_filter(installed: Installed, tmp_p
     for table in ("sqlsession", "web"):
         assert f"'{table}'" not in filtered
         assert f"'{table}_alembic_version'" not in filtered
+
+
+THIRD_PARTY_TESTS = """
+import sqlsession
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from sqlsession.drivers.memory import MemoryDriver
+from sqlsession.testing import DriverContract, InputValidationContract
+from sqlsession.web import SessionMiddleware
+
+
+def test_sqlsession_is_the_wheels(tmp_path):
+    assert sqlsession.__file__ == {init!r}
+
+
+class TestMemoryFromTheWheel(DriverContract, InputValidationContract):
+    drivers_share_storage = False
+
+    @pytest.fixture
+    def driver_factory(self):
+        return lambda clock, **options: MemoryDriver(clock=clock, max=5000, **options)
+
+
+async def whoami(request):
+    return JSONResponse(request.session.get("user"))
+
+
+def test_the_plugins_fixture(client_sessions):
+    app = Starlette(
+        routes=[Route("/", whoami)],
+        middleware=[Middleware(SessionMiddleware, driver=MemoryDriver())],
+    )
+    with TestClient(app, base_url="https://testserver") as client:
+        client_sessions.sign_in(client, "ada", {{"user": "ada"}})
+        assert client.get("/").json() == "ada"
+"""
+
+
+@pytest.mark.slow
+def test_a_third_party_runs_the_contract_from_the_wheel(
+    installed: Installed, tmp_path: Path
+) -> None:
+    work = fresh(tmp_path)
+    init = str(installed.site / "sqlsession" / "__init__.py")
+    (work / "test_third_party.py").write_text(THIRD_PARTY_TESTS.format(init=init))
+    result = run(installed.python, "-m", "pytest", "-p", "no:cacheprovider", "-q", cwd=work)
+    summary = result.stdout.strip().splitlines()[-1]
+    # Every test of both contract classes, the plugin's fixture and the import check;
+    # nothing skipped, failed or warned about.
+    assert summary.startswith("116 passed in "), result.stdout
