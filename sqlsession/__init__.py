@@ -25,6 +25,7 @@ from .driver import (
 )
 from .errors import (
     ConfigError,
+    CorruptValueError,
     DatabaseUnavailableError,
     DriverLoadError,
     InvalidKeyError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "CorruptValueError",
     "DatabaseUnavailableError",
     "DriverLoadError",
     "Entry",

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
-from .errors import ValueNotSerializableError
+from .errors import CorruptValueError, ValueNotSerializableError
+
+
+def _refuse_constant(name: str) -> Any:
+    # json decodes NaN and Infinity, which encode() never writes.
+    raise ValueError(f"{name} is not a JSON number")
+
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-_decode = json.JSONDecoder().decode
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+# Python refuses to write an int of more than sys.get_int_max_str_digits() digits (4,300
+# by default) as text; an int of at most this many bits is below any limit it allows.
+_INT_TEXT_BITS = sys.int_info.str_digits_check_threshold * 3
 
 MAX_DEPTH = 500
 """How many containers deep a stored value may nest (``[[1]]`` is 2).
@@ -90,9 +100,27 @@ def _plain(value: Any, depth: int) -> bool:
     return kind in _SCALARS
 
 
-def decode(text: str) -> Any:
-    """Return the Python value of stored JSON text."""
-    return _decode(text)
+def decode(text: str, key: str = "") -> Any:
+    """Return the Python value of the JSON text stored under `key`.
+
+    Raises:
+        CorruptValueError: `text` is not JSON that `encode` could have written: invalid,
+            nested deeper than Python's decoder follows, NaN or Infinity, or an int
+            longer than Python's int/str conversion limit. Names the key, never the text.
+    """
+    try:
+        return _decode(text)
+    except RecursionError:
+        reason = "it is nested too deeply for Python's JSON decoder"
+    except ValueError as exc:
+        # A JSONDecodeError's text gives a position, not the document.
+        reason = str(exc).splitlines()[0]
+    # Not chained: a JSONDecodeError carries the whole stored text in its .doc.
+    raise CorruptValueError(
+        f"The value stored under session key {key!r} cannot be read: {reason}. Something "
+        "other than sqlsession wrote it, or it was damaged; remove_item or set_item on "
+        "that key replaces it."
+    ) from None
 
 
 def _check(key: str, value: Any, max_depth: int) -> None:
@@ -110,6 +138,18 @@ def _check(key: str, value: Any, max_depth: int) -> None:
         if kind is float:
             if not math.isfinite(item):
                 _refuse(key, where, f"the float {item!r}, which JSON cannot represent")
+            continue
+        if kind is int and item.bit_length() > _INT_TEXT_BITS:
+            try:
+                str(item)
+            except ValueError:
+                _refuse(
+                    key,
+                    where,
+                    f"an int of more than {sys.get_int_max_str_digits()} digits, Python's "
+                    "limit for converting an int to text (sys.set_int_max_str_digits); "
+                    "store it as a str, or in parts",
+                )
             continue
         if kind in _SCALARS:
             continue

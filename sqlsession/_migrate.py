@@ -253,7 +253,7 @@ def translate_error(exc: Exception, full_url: str, table: str, schema: str | Non
         return ConfigError(f"Cannot migrate the session table {where}: {_errors.first_line(exc)}.")
     kind, message = _errors.describe(exc, dialect)
     if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
-        return _errors.unavailable(url, message)
+        return _errors.unavailable(url, message, dialect.unavailable_advice(url))
     if kind is ErrorKind.ALREADY_EXISTS:
         return SchemaError(
             f"Cannot create the session table {where}: {message}. A table of that name "

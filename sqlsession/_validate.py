@@ -50,12 +50,21 @@ def check_ttl(ttl: Any, *, what: str = "ttl") -> float | None:
         raise InvalidTTLError(
             f"{what} must be a number of seconds or None, got {type(ttl).__name__}: {ttl!r}."
         )
-    if not math.isfinite(ttl) or ttl < 0.001 or ttl > MAX_TTL:
+    # An int is compared as it is: 10**400 has no float (math.isfinite would overflow).
+    finite = isinstance(ttl, int) or math.isfinite(ttl)
+    if not finite or ttl < 0.001 or ttl > MAX_TTL:
         raise InvalidTTLError(
             f"{what} must be a number of seconds from 0.001 to {MAX_TTL:.0f} (100 years), "
-            f"or None for no expiry, got {ttl!r}."
+            f"or None for no expiry, got {_number(ttl)}."
         )
     return float(ttl)
+
+
+def _number(value: float) -> str:
+    """`value` for a message: an int too long to show is described, not written out."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    return repr(value)
 
 
 def check_identifier(name: Any, *, what: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CorruptValueError",
     "DatabaseUnavailableError",
     "DriverLoadError",
     "InvalidKeyError",
@@ -70,4 +71,14 @@ class SchemaError(StorageError):
     """The session table is missing or not at the migration the driver expects.
 
     Run ``sqlsession migrate`` (or ``alembic upgrade head``) against the same URL.
+    """
+
+
+class CorruptValueError(StorageError):
+    """A stored value is not JSON that sqlsession could have written.
+
+    Invalid JSON text, JSON nested deeper than Python's decoder can follow, ``NaN`` or
+    ``Infinity``, or an int longer than Python's int/str conversion limit: something
+    other than sqlsession wrote the row, or it was damaged. The message names the key,
+    never the value; `remove_item` or `set_item` on that key replaces the item.
     """

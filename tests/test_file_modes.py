@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from sqlsession._sql_options import SQLOptions
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.drivers.sql.dialects import dialect_class
+from sqlsession.drivers.sql.dialects.sqlite import DatabaseFileGone
 from tests.conftest import run_script
 
 
@@ -44,18 +46,21 @@ async def test_migrate_creates_the_database_and_its_wal_files_0600(tmp_path: Pat
         await driver.dispose()
 
 
-async def test_the_drivers_engine_creates_a_missing_file_0600(tmp_path: Path) -> None:
+async def test_the_drivers_engine_never_creates_a_missing_file(tmp_path: Path) -> None:
     # The driver refuses a missing file before it connects; should the file vanish in
-    # between, the connection that creates it again makes it private too.
+    # between, its engine refuses to connect rather than create an empty file (which
+    # would be private, 0600, had anything created it).
     path = tmp_path / "sessions.db"
     url = f"sqlite+aiosqlite:///{path}"
     engine = dialect_class("sqlite").create_engine(url, SQLOptions(url=url))
     try:
-        async with engine.connect() as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (x)")
+        with pytest.raises(OperationalError) as info:
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("CREATE TABLE t (x)")
+        assert isinstance(info.value.orig, DatabaseFileGone)
     finally:
         await engine.dispose()
-    assert oct(mode(path)) == oct(0o600)
+    assert not path.exists()
     # A file that exists keeps the mode it has.
     other = tmp_path / "shared.db"
     other.touch()

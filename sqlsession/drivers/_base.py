@@ -137,7 +137,7 @@ def apply_merge(
     key: str, stored: str | None, changes: dict[str, Any], removals: list[str]
 ) -> dict[str, Any]:
     """The value `merge_item` writes, given the stored JSON text (None: absent or expired)."""
-    current = {} if stored is None else _codec.decode(stored)
+    current = {} if stored is None else _codec.decode(stored, key)
     if not isinstance(current, dict):
         raise ValueNotSerializableError(
             f"merge_item needs a dict stored under session key {key!r}, found "

@@ -61,7 +61,7 @@ class MemoryDriver(ExpiryMixin):
     async def get_item(self, key: str) -> Any:
         """Return the value under `key`, or None when it is absent or expired."""
         item = self._live(_validate.check_key(key))
-        return None if item is None else _codec.decode(item[0])
+        return None if item is None else _codec.decode(item[0], key)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
         """Store `value` under `key`; `ttl` overrides the default (None: no expiry)."""
@@ -85,7 +85,7 @@ class MemoryDriver(ExpiryMixin):
             return None
         if renewed is not None and item[1] is not None:
             item = self._items[key] = (item[0], renewed)
-        return Entry(_codec.decode(item[0]), from_ms(item[1]))
+        return Entry(_codec.decode(item[0], key), from_ms(item[1]))
 
     async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
         """The live items among `keys` with their expiries; absent ones are left out."""
@@ -93,7 +93,7 @@ class MemoryDriver(ExpiryMixin):
         for key in check_keys(keys, what="get_entries"):
             item = self._live(key)
             if item is not None:
-                found[key] = Entry(_codec.decode(item[0]), from_ms(item[1]))
+                found[key] = Entry(_codec.decode(item[0], key), from_ms(item[1]))
         return found
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class MemoryDriver(ExpiryMixin):
         for key in check_keys(keys, what="get_many"):
             item = self._live(key)
             if item is not None:
-                found[key] = _codec.decode(item[0])
+                found[key] = _codec.decode(item[0], key)
         return found
 
     async def set_many(self, items: Mapping[str, Any], *, ttl: Any = DEFAULT) -> None:

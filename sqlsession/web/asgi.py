@@ -13,6 +13,10 @@ claims success. Changes made after the response has started (in a streaming body
 background task) are not saved. On a websocket the session is loaded and readable, but
 changes are not saved (there is no response to carry a cookie).
 
+At lifespan startup, after the app's own, the middleware loads its driver and reads one
+item, so a driver that cannot work (a missing package, an unmigrated table, an
+unreachable database) stops the server from starting instead of failing requests.
+
 A response gets ``Vary: Cookie`` when the app read or changed the session before the
 response started, or when the cookie changes, so a shared cache does not serve one
 visitor's page to another. (A streaming body that reads the session only after the
@@ -25,11 +29,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import SessionDriverConfig
 from ..driver import SessionDriver, SupportsDispose
-from ..errors import SessionTooLargeError
+from ..errors import SessionError, SessionTooLargeError
 from ..loader import load_driver
 from ._cookies import CookiePolicy, default_cookie_name
 from ._state import DEFAULT_MAX_SIZE
@@ -50,6 +54,8 @@ _ERROR_BODY = b"Internal Server Error"
 _TOO_LARGE_BODY = b"Content Too Large: the session cannot hold this much."
 # Cache-Control directives that let a shared cache store a response.
 _SHARED_DIRECTIVES = frozenset({b"public", b"s-maxage"})
+# What the startup check reads: a key no session or user item ever has.
+_STARTUP_PROBE = "sqlsession:startup-check"
 # Hosts where browsers accept a Secure cookie over plain http (a "potentially
 # trustworthy" origin); anywhere else they drop it.
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -61,8 +67,10 @@ class SessionMiddleware:
     Args:
         app: the ASGI app to wrap.
         driver: a `SessionDriverConfig` (the middleware loads the driver once per
-            process, on first use, and disposes it at lifespan shutdown) or a driver
-            object (used as is, never disposed by the middleware).
+            process, at lifespan startup or else on first use, and disposes it at
+            lifespan shutdown) or a driver object (used as is, never disposed by the
+            middleware). Either is checked at lifespan startup by reading one item; a
+            failure fails the server's startup with one line.
         session_cookie: the cookie's name, an RFC 6265 token. By default
             ``__Host-session`` (with `https_only`, ``path="/"`` and no `domain`: browsers
             then refuse a cookie of that name planted over http or from another
@@ -182,15 +190,98 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the driver at startup and dispose it at shutdown, around the app's own.
+
+        The app's startup runs first (it may migrate the database), then the check; a
+        failed check shuts the app down again and reports ``lifespan.startup.failed``
+        with one line, so the server refuses to start. An app that does not speak the
+        lifespan protocol gets it spoken for it.
+        """
+        failure: Exception | None = None
+        app_started = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal app_started
+            if failure is not None:
+                return {"type": "lifespan.shutdown"}  # undo the app's startup
+            message = await receive()
+            app_started = app_started or message["type"] == "lifespan.startup"
+            return message
+
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
-                try:
-                    await self._dispose()
-                except Exception:
-                    logger.exception("Disposing the session driver failed.")
+            nonlocal failure
+            if message["type"] == "lifespan.startup.complete":
+                failure = await self._startup_check()
+                if failure is not None:
+                    return
+            elif message["type"] == "lifespan.shutdown.complete":
+                await self._dispose_quietly()
+                if failure is not None:
+                    return  # reported below, once the app has returned
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if app_started:
+                if failure is not None:
+                    await self._startup_failed(send, failure)
+                raise
+            # Raised before it asked for the startup message: the app has no lifespan
+            # support (a server in "auto" mode ignores that).
+            logger.debug("The app does not support the lifespan protocol.", exc_info=True)
+        if failure is not None:
+            await self._startup_failed(send, failure)
+        if not app_started:
+            await self._run_lifespan(receive, send)
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
+        """The lifespan protocol for an app that does not speak it."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                failure = await self._startup_check()
+                if failure is not None:
+                    await self._startup_failed(send, failure)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._dispose_quietly()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _startup_check(self) -> Exception | None:
+        """Load the driver (from a config) and read one item, so a driver that cannot
+        work fails the server's startup rather than the first request; None when it works.
+
+        The read is the SQL driver's first operation, which checks the database file or
+        server and that the table is migrated.
+        """
+        try:
+            store = self._get_store()
+            await store.driver.get_item(_STARTUP_PROBE)
+        except Exception as exc:
+            await self._dispose_quietly()
+            return exc
+        return None
+
+    async def _startup_failed(self, send: Send, error: Exception) -> NoReturn:
+        """Tell the server the startup failed, with one line, then raise `error`.
+
+        Raising after ``lifespan.startup.failed`` is what servers expect (uvicorn logs the
+        message and exits with status 3) and what makes ``with TestClient(app)`` raise.
+        """
+        detail = (
+            str(error) if isinstance(error, SessionError) else f"{type(error).__name__}: {error}"
+        )
+        line = " ".join(f"SessionMiddleware cannot start: {detail}".split())
+        await send({"type": "lifespan.startup.failed", "message": line})
+        raise error
+
+    async def _dispose_quietly(self) -> None:
+        try:
+            await self._dispose()
+        except Exception:
+            logger.exception("Disposing the session driver failed.")
 
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import _validate
 from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
-from ..errors import ConfigError, SessionError, SessionTooLargeError
+from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
 from ._row import Entry
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
@@ -157,11 +157,16 @@ class SessionStore:
             label = _ids.log_label(session_id)
             try:
                 raw = await self.driver.get_item(key)
+            except CorruptValueError:
+                # The driver found the item but could not decode it (bad or too deeply
+                # nested JSON text): a 500 would repeat on every request with this cookie.
+                logger.warning("Session %s cannot be decoded; starting a new one.", label)
+                state.discard.add(key)
+                continue
             except SessionError:
                 raise  # the driver failed (some of ours derive from ValueError): a 500
             except (ValueError, RecursionError):
-                # The driver found the item but could not decode it (bad or too deeply
-                # nested JSON text).
+                # The same, from a driver that lets its JSON decoder's errors through.
                 logger.warning("Session %s cannot be decoded; starting a new one.", label)
                 state.discard.add(key)
                 continue
@@ -194,7 +199,19 @@ class SessionStore:
         return not (self.idle_timeout is not None and row.seen + self.idle_timeout * 1000 <= now)
 
     async def _user_token(self, user_key: str) -> str | None:
-        return _row.generation_token(await self.driver.get_item(user_key))
+        try:
+            return _row.generation_token(await self.driver.get_item(user_key))
+        except CorruptValueError:
+            # A damaged sign-out record would fail every request of the user's sessions.
+            # Replacing it ends the sessions bound to the old one: the safe reading.
+            logger.warning(
+                "A user's sign-out record cannot be decoded; replacing it, which ends the "
+                "sessions bound to that user."
+            )
+            generation = _row.new_generation()
+            ttl = {"ttl": self._marker_ttl()} if self._expiry else {}
+            await self.driver.set_item(user_key, generation, **ttl)
+            return str(generation["g"])
 
     async def _still_signed_in(self, user: list[str]) -> bool:
         token = await self._user_token(user[0])

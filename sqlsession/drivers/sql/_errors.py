@@ -75,8 +75,10 @@ def translate(
     kind, message = describe(exc, dialect)
     if kind is ErrorKind.MISSING_TABLE:
         return SchemaError(missing_table)
+    if kind is ErrorKind.FILE_GONE:
+        return SchemaError(f"{message}. {missing_table}")
     if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
-        return unavailable(url, message)
+        return unavailable(url, message, dialect.unavailable_advice(url))
     if kind is ErrorKind.LOCK_TIMEOUT:
         return StorageError(
             f"The session database {url} gave up waiting for a lock that another "
@@ -90,12 +92,17 @@ def translate(
     return StorageError(f"The session database {url} failed: {message}")
 
 
-def unavailable(url: str, message: str) -> DatabaseUnavailableError:
-    """The error for a server that refused, dropped or never answered the connection."""
-    return DatabaseUnavailableError(
-        f"Cannot reach the database {url}: {message}. Check the URL, that the server is "
-        "running, and the credentials."
-    )
+def unavailable(url: str, message: str, advice: str | None = None) -> DatabaseUnavailableError:
+    """The error for a server that refused, dropped or never answered the connection.
+
+    Args:
+        url: the database URL, redacted.
+        message: the database's own reason.
+        advice: what to check (the dialect's `SQLDialect.unavailable_advice`).
+    """
+    if advice is None:
+        advice = "Check the URL, that the server is running, and the credentials."
+    return DatabaseUnavailableError(f"Cannot reach the database {url}: {message}. {advice}")
 
 
 def missing_driver(exc: ModuleNotFoundError, dialect: type[SQLDialect]) -> ConfigError:

@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from ... import _codec, _validate
 from ..._sql_options import SQLOptions
@@ -177,6 +178,14 @@ class SQLDriver(ExpiryMixin):
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._cleanup_task: asyncio.Task[None] | None = None
+        pool_size = options.pool_size or dialect.default_pool_size
+        if not self._owns_engine:
+            size = getattr(self.engine.sync_engine.pool, "size", None)
+            pool_size = size() if callable(size) else 0
+        slots = dialect.write_slots(pool_size) if pool_size else None
+        self._write_slots: contextlib.AbstractAsyncContextManager[Any] = (
+            _ANY_TIME if slots is None else asyncio.Semaphore(slots)
+        )
 
     def __repr__(self) -> str:
         # self.url is redacted: no password (nor password= in the query).
@@ -267,7 +276,7 @@ class SQLDriver(ExpiryMixin):
         """
         params = {"k": _validate.check_key(key), "now": self._now_ms()}
         text = await self._scalar("get", params)
-        return None if text is None else _codec.decode(text)
+        return None if text is None else _codec.decode(text, key)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = DEFAULT) -> None:
         """Store `value` under `key`, replacing what was there.
@@ -351,8 +360,8 @@ class SQLDriver(ExpiryMixin):
             row = await self._row("entry", params)
         else:
             params["exp"] = renewed
-            row = await self._run(lambda conn: self._dialect.renew_entry(conn, params))
-        return None if row is None else Entry(_codec.decode(row[0]), from_ms(row[1]))
+            row = await self._run(lambda conn: self._dialect.renew_entry(conn, params), write=True)
+        return None if row is None else Entry(_codec.decode(row[0], key), from_ms(row[1]))
 
     async def get_entries(self, keys: Iterable[str]) -> dict[str, Entry]:
         """The live items among `keys` with their expiries, in one statement.
@@ -364,7 +373,7 @@ class SQLDriver(ExpiryMixin):
             InvalidKeyError: a key is invalid, or there are more than 5000.
         """
         rows = await self._read_many(check_keys(keys, what="get_entries"))
-        return {key: Entry(_codec.decode(text), from_ms(exp)) for key, text, exp in rows}
+        return {key: Entry(_codec.decode(text, key), from_ms(exp)) for key, text, exp in rows}
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The values of the live items among `keys`, in one statement.
@@ -376,7 +385,7 @@ class SQLDriver(ExpiryMixin):
             InvalidKeyError: a key is invalid, or there are more than 5000.
         """
         rows = await self._read_many(check_keys(keys, what="get_many"))
-        return {key: _codec.decode(text) for key, text, _ in rows}
+        return {key: _codec.decode(text, key) for key, text, _ in rows}
 
     async def set_many(self, items: Mapping[str, Any], *, ttl: Any = DEFAULT) -> None:
         """Store every item of `items` in one statement, so all or none are written.
@@ -398,7 +407,7 @@ class SQLDriver(ExpiryMixin):
             for key, text in encoded.items()
         ]
         stmt = self._dialect.upsert_rows(rows)
-        await self._run(lambda conn: conn.execute(stmt))
+        await self._run(lambda conn: conn.execute(stmt), write=True)
 
     async def remove_many(self, keys: Iterable[str]) -> int:
         """Delete the live items among `keys` in one statement.
@@ -414,7 +423,7 @@ class SQLDriver(ExpiryMixin):
         async def remove(conn: AsyncConnection) -> int:
             return (await conn.execute(self._remove_many, params)).rowcount
 
-        return await self._run(remove)
+        return await self._run(remove, write=True)
 
     async def delete_item(self, key: str) -> bool:
         """Delete the live item `key` in one statement; True when this call deleted it.
@@ -445,7 +454,7 @@ class SQLDriver(ExpiryMixin):
         params["now"] = self._now_ms()
         if self._add is not None:
             return await self._rowcount("add", params) == 1
-        return await self._run(lambda conn: self._dialect.add_item(conn, params))
+        return await self._run(lambda conn: self._dialect.add_item(conn, params), write=True)
 
     async def touch(self, key: str, ttl: Any = DEFAULT) -> bool:
         """Set the expiry of a live `key` to now + `ttl` (None: never).
@@ -462,7 +471,7 @@ class SQLDriver(ExpiryMixin):
         stmt, params = self._prefix_query(
             prefix, self._clear_all, self._clear_from, self._clear_range
         )
-        await self._run(lambda conn: conn.execute(stmt, params))
+        await self._run(lambda conn: conn.execute(stmt, params), write=True)
 
     async def merge_item(
         self,
@@ -540,7 +549,7 @@ class SQLDriver(ExpiryMixin):
 
         # Not `transactional`: a merge lost with its connection runs once more, which is
         # safe because applying the same set and delete twice gives the same dict.
-        return await self._run(merge)
+        return await self._run(merge, write=True)
 
     async def cleanup(self, prefix: str = "") -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
@@ -566,7 +575,9 @@ class SQLDriver(ExpiryMixin):
             # Every batch commits on its own and takes no lock, so a run cut short by a
             # lost connection runs again on a fresh one (the count is then the rerun's).
             return await self._run(
-                lambda conn: delete_in_batches(conn, stmt, job, bind=bind), interruptible=True
+                lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
+                interruptible=True,
+                write=True,
             )
 
         async def run(conn: AsyncConnection) -> int:
@@ -575,7 +586,7 @@ class SQLDriver(ExpiryMixin):
             self.last_cleanup_skipped = deleted is None
             return deleted or 0
 
-        return await self._run(run, transactional=True, interruptible=True)
+        return await self._run(run, transactional=True, interruptible=True, write=True)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
@@ -652,22 +663,33 @@ class SQLDriver(ExpiryMixin):
             async def changed(conn: AsyncConnection) -> int:
                 return (await conn.execute(stmt, params)).rowcount
 
-            return await self._run(changed)
-        count: int = await self._run_fast(self._fast.rowcount, name, params)
+            return await self._run(changed, write=True)
+        count: int = await self._run_fast(self._fast.rowcount, name, params, write=True)
         return count
 
     async def _run_fast(
-        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+        self,
+        method: Callable[[str, dict[str, Any]], Awaitable[T]],
+        name: str,
+        params: Any,
+        *,
+        write: bool = False,
     ) -> T:
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
+        async with self._write_slots if write else _ANY_TIME:
+            return await self._run_fast_now(method, name, params)
+
+    async def _run_fast_now(
+        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+    ) -> T:
         try:
             return await method(name, params)
         except SessionError:
             raise
         except self._database_errors as exc:
-            raise self._storage_error(exc) from _errors.told(exc)
+            raise await self._failure(exc) from _errors.told(exc)
 
     async def _run(
         self,
@@ -675,6 +697,7 @@ class SQLDriver(ExpiryMixin):
         *,
         transactional: bool = False,
         interruptible: bool = False,
+        write: bool = False,
     ) -> T:
         """Run `work` on a pooled connection, mapping database errors to ours.
 
@@ -684,10 +707,13 @@ class SQLDriver(ExpiryMixin):
         once but the work runs to its end: cancelled in the middle of a statement, the
         connection would be dropped without being closed, holding what it held (SQLite's
         write lock inside a merge, until every writer had waited out its busy timeout).
+        A `write` takes one of the dialect's write slots first.
         """
         if interruptible:
-            return await self._run_now(work, transactional=transactional)
-        running = asyncio.ensure_future(self._run_now(work, transactional=transactional))
+            return await self._run_now(work, transactional=transactional, write=write)
+        running = asyncio.ensure_future(
+            self._run_now(work, transactional=transactional, write=write)
+        )
         try:
             return await asyncio.shield(running)
         except asyncio.CancelledError:
@@ -695,10 +721,16 @@ class SQLDriver(ExpiryMixin):
             raise
 
     async def _run_now(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool, write: bool
     ) -> T:
         if not self._ready:
             await self._check_schema()
+        async with self._write_slots if write else _ANY_TIME:
+            return await self._run_attempts(work, transactional=transactional)
+
+    async def _run_attempts(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
+    ) -> T:
         for attempt in (1, 2):
             try:
                 async with self.engine.connect() as conn:
@@ -723,17 +755,20 @@ class SQLDriver(ExpiryMixin):
                 )
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
                     continue
-                raise self._storage_error(exc) from _errors.told(exc)
+                raise await self._failure(exc) from _errors.told(exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _check_schema(self) -> None:
         async with self._ready_lock:
             if self._ready:
                 return
-            if self._database_file is not None and not os.path.exists(  # noqa: ASYNC240 - one stat, once per driver
-                self._database_file
-            ):
-                raise SchemaError(self._missing_file_message(self._database_file))
+            if self._database_file is not None:
+                try:
+                    os.stat(self._database_file)
+                except FileNotFoundError:
+                    raise SchemaError(self._missing_file_message(self._database_file)) from None
+                except OSError as exc:  # a directory on the way this process may not enter
+                    raise self._storage_error(exc) from exc
             try:
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
@@ -799,6 +834,17 @@ class SQLDriver(ExpiryMixin):
     def _kind(self, exc: BaseException) -> ErrorKind | None:
         return _errors.describe(exc, type(self._dialect))[0]
 
+    async def _failure(self, exc: BaseException) -> SessionError:
+        """`_storage_error`, after closing what must not stay open."""
+        error = self._storage_error(exc)
+        if self._kind(exc) is ErrorKind.FILE_GONE:
+            # Close the idle connections on the deleted file now, not one per checkout
+            # (the next ones fail before any checkout): its -wal and -shm files stay at
+            # the path, held open, where a database created again there would take them
+            # for its own. Those in use fail their next checkout and are closed then.
+            await greenlet_spawn(self.engine.sync_engine.pool.dispose)
+        return error
+
     def _storage_error(self, exc: BaseException) -> SessionError:
         """Translate a database error into the sqlsession error tree."""
         error = _errors.translate(
@@ -811,6 +857,10 @@ class SQLDriver(ExpiryMixin):
         if isinstance(error, SchemaError):
             self._ready = False
         return error
+
+
+# The write slots of a database that takes any number of writers at once.
+_ANY_TIME: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 
 
 def _key_value(key: str) -> Any:

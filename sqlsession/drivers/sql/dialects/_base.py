@@ -87,6 +87,7 @@ class ErrorKind(enum.Enum):
     LOCK_TIMEOUT = "lock timeout"
     ALREADY_EXISTS = "already exists"
     MISSING_SCHEMA = "missing schema"
+    FILE_GONE = "file gone"  # an embedded database's file was deleted under the driver
 
 
 @dataclass(frozen=True)
@@ -344,6 +345,23 @@ class SQLDialect:
     def classify(cls, error: BaseException) -> ErrorKind | None:
         """What a database driver's error means (None: a plain failure)."""
         return None
+
+    @classmethod
+    def write_slots(cls, pool_size: int) -> int | None:
+        """How many of the pool's connections writes may hold at once (None: all).
+
+        A database with one writer at a time keeps the rest for reads, which would
+        otherwise wait behind writers that wait for the lock.
+        """
+        return None
+
+    @classmethod
+    def unavailable_advice(cls, url: str) -> str:
+        """What to check when the database at `url` (redacted) cannot be used.
+
+        Called after the failure, so it may look at the machine (a file's permissions).
+        """
+        return "Check the URL, that the server is running, and the credentials."
 
     # -- migrations ----------------------------------------------------------------
 

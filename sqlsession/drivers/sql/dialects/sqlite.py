@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy
 from sqlalchemy import Table, bindparam, delete, event, literal_column, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.sql.dml import Insert
@@ -43,12 +46,19 @@ from ._base import (
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
 
-__all__ = ["Dialect"]
+__all__ = ["DatabaseFileGone", "Dialect"]
+
+logger = logging.getLogger("sqlsession")
 
 # SQLite has one writer at a time: a pool larger than this only queues tasks on more
 # aiosqlite threads (measured: get p50 1.2 ms with 16 connections, 0.27 ms with 4, for
 # 16 busy tasks on 2 cores), and each connection keeps its own page cache.
 _POOL_SIZE = 4
+# SQLAlchemy 2.1 closes a connection whose "connect" event failed; 2.0 strands it.
+_CLOSES_FAILED_CONNECTIONS = tuple(int(part) for part in sqlalchemy.__version__.split(".")[:2]) >= (
+    2,
+    1,
+)
 # How long a writer waits for the database lock before giving up.
 BUSY_TIMEOUT_MS = 30_000
 
@@ -146,12 +156,25 @@ class Dialect(SQLDialect):
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
             # The busy timeout comes first, so that switching to WAL waits for other
             # connections instead of failing with "database is locked".
-            cursor = dbapi_connection.cursor()
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.close()
+            try:
+                cursor = dbapi_connection.cursor()
+                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                cursor.execute("PRAGMA journal_mode = WAL")  # fails in a read-only directory
+                cursor.execute("PRAGMA synchronous = NORMAL")
+                cursor.close()
+            except BaseException:
+                # SQLAlchemy before 2.1 leaves a connection whose set-up failed open, and
+                # with it aiosqlite's thread, which keeps the process from exiting.
+                if not _CLOSES_FAILED_CONNECTIONS:
+                    dbapi_connection.close()
+                raise
 
+        database = cls.database_file(url)
+        if database is not None:
+            watch = _FileWatch(database)
+            # Before create_files_private's: the driver never creates the file.
+            event.listen(engine.sync_engine, "do_connect", watch.on_connect)
+            event.listen(engine.sync_engine, "checkout", watch.on_checkout)
         create_files_private(engine)
 
         @event.listens_for(engine.sync_engine, "do_execute")
@@ -242,14 +265,34 @@ class Dialect(SQLDialect):
 
     @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
+        if isinstance(error, DatabaseFileGone):
+            return ErrorKind.FILE_GONE
         lowered = str(error).lower()
         if "no such table" in lowered:
             return ErrorKind.MISSING_TABLE
-        if "unable to open database file" in lowered or isinstance(error, OSError):
+        # A file, directory or -wal/-shm file this process may not read or write: a
+        # condition of the machine, like a server that is down, not a failed statement.
+        if (
+            "unable to open database file" in lowered
+            or "readonly database" in lowered
+            or isinstance(error, OSError)
+        ):
             return ErrorKind.UNAVAILABLE
         if "already exists" in lowered:
             return ErrorKind.ALREADY_EXISTS
         return None
+
+    @classmethod
+    def write_slots(cls, pool_size: int) -> int | None:
+        # Writers waiting for the write lock (held by another process, a cleanup batch)
+        # sleep in SQLite's busy handler on their connection; with one connection kept
+        # back, reads, which WAL lets run beside a writer, never queue behind them.
+        return max(1, pool_size - 1)
+
+    @classmethod
+    def unavailable_advice(cls, url: str) -> str:
+        path = cls.database_file(url)
+        return _access_advice(path) if path is not None else super().unavailable_advice(url)
 
     @classmethod
     async def prepare_migration(cls, connection: AsyncConnection) -> None:
@@ -268,6 +311,98 @@ class Dialect(SQLDialect):
         # migrator waits (busy_timeout) and then finds the work done.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield
+
+
+def _access_advice(path: str) -> str:
+    """What keeps this process from using the database file `path`, as far as it can tell."""
+    folder = os.path.dirname(path)
+    who = "this process" + (f" (uid {os.geteuid()})" if hasattr(os, "geteuid") else "")
+    effective = os.access in os.supports_effective_ids
+    beside = "SQLite creates the database's -wal and -shm files beside it"
+
+    def allowed(target: str, mode: int) -> bool:
+        return os.access(target, mode, effective_ids=effective)
+
+    if not os.path.isdir(folder):
+        if allowed(os.path.dirname(folder) or "/", os.X_OK):
+            return f"The directory {folder!r} does not exist: create it, or fix the path."
+    elif not allowed(folder, os.W_OK | os.X_OK):
+        return (
+            f"{who.capitalize()} has no permission to create files in the directory "
+            f"{folder!r} ({beside}): give it write permission there, or move the database "
+            "to a directory it may write."
+        )
+    for target in (path, f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(target) and not allowed(target, os.R_OK | os.W_OK):
+            return (
+                f"{who.capitalize()} has no permission to read and write {target!r}: give "
+                "it read and write permission on the file (chown or chmod)."
+            )
+    return (
+        f"Check the path, and that {who} has permission to read and write the file and "
+        f"its directory ({beside})."
+    )
+
+
+class DatabaseFileGone(sqlite3.OperationalError):
+    """The database file was deleted while the driver had connections open on it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"The SQLite database file {path!r} is gone (deleted while sqlsession was using "
+            "it), so nothing more is written to it; restore it, or create it again"
+        )
+
+
+# Where a connection record keeps the identity of the file its connection opened.
+_FILE_IDENTITY = "sqlsession.sqlite_file"
+
+
+class _FileWatch:
+    """Keeps an engine's connections on the file at `path`.
+
+    A pooled SQLite connection keeps the file it opened, even once that file is deleted
+    or replaced (a restore with ``mv``): every write it acknowledges would then go to a
+    file nobody will read again. So the file's identity (device and inode) is noted
+    when a connection opens and compared, with one ``stat``, each time the pool hands
+    the connection out. A deleted file fails the checkout (the pool closes that
+    connection, the driver the idle ones). A replaced one has the pool replace every
+    connection opened before now, each as it is next handed out, so no connection to
+    the old file runs another statement. A missing file is never created here.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def on_connect(self, _dialect: Any, record: Any, _args: Any, _kwargs: Any) -> None:
+        # Read before the file is opened: were it swapped in between, the connection
+        # would carry the old identity and be closed at its first checkout, rather than
+        # carry the new one while it has the old file open.
+        identity = self.identity()
+        if identity is None:
+            raise DatabaseFileGone(self.path)
+        record.info[_FILE_IDENTITY] = identity
+
+    def on_checkout(self, _dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        identity = self.identity()
+        if identity is None:
+            raise DatabaseFileGone(self.path)
+        if identity != record.info.get(_FILE_IDENTITY):
+            logger.warning(
+                "The SQLite database file %r was replaced; sqlsession closes its "
+                "connections to the old file and opens the new one.",
+                self.path,
+            )
+            # The pool closes this connection, opens a new one on the new file and hands
+            # that out; every other connection opened before now is replaced likewise.
+            raise InvalidatePoolError("the database file was replaced")
 
 
 async def _give_the_lock_back(elapsed: float) -> None:
