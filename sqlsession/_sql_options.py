@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import _validate
-from ._url import normalize_url, redact_url
+from ._url import normalize_url, redact_url, resolve_url, split_query
 from .errors import ConfigError
 
-__all__ = ["SQLOptions"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "SQLOptions"]
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for a new connection when neither the options nor the URL say."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -33,6 +36,15 @@ class SQLOptions:
         cleanup_interval: seconds between in-process cleanups (None: off).
         cleanup_batch_size: rows deleted per cleanup statement (None: the database's
             default).
+        connect_timeout: seconds to wait for a new connection (None: the URL's
+            ``connect_timeout``, else 5). Server databases only.
+        statement_timeout: seconds a statement, lock waits included, may run before the
+            server cancels it (None: the URL's ``statement_timeout``, else no limit).
+            PostgreSQL only.
+        prepared_statements: False runs every statement unnamed, as a pooler in
+            transaction mode (pgbouncer) needs; None: off when the URL has
+            ``statement_cache_size=0`` or ``prepared_statement_cache_size=0``, else on
+            until the server first loses one (then off). PostgreSQL only.
 
     Raises:
         ConfigError, InvalidTTLError: an option is invalid.
@@ -46,6 +58,9 @@ class SQLOptions:
     durability: Literal["full", "relaxed"] = "full"
     cleanup_interval: float | None = None
     cleanup_batch_size: int | None = None
+    connect_timeout: float | None = None
+    statement_timeout: float | None = None
+    prepared_statements: bool | None = None
 
     def __post_init__(self) -> None:
         if self.url is not None:
@@ -62,6 +77,13 @@ class SQLOptions:
             _validate.check_ttl(self.cleanup_interval, what="cleanup_interval")
         if self.cleanup_batch_size is not None:
             _validate.check_positive_int(self.cleanup_batch_size, what="cleanup_batch_size")
+        for name in ("connect_timeout", "statement_timeout"):
+            _validate.check_ttl(getattr(self, name), what=name)
+        if self.prepared_statements not in (None, True, False):
+            raise ConfigError(
+                "prepared_statements must be True, False or None, got "
+                f"{self.prepared_statements!r}."
+            )
 
     def __repr__(self) -> str:
         url = None if self.url is None else redact_url(self.url)
@@ -82,6 +104,26 @@ class SQLOptions:
         if unknown:
             raise ConfigError(f"Unknown SQL driver option(s) {unknown}; known: {sorted(known)}.")
         return cls(**config)
+
+    def connection(self) -> tuple[str, SQLOptions]:
+        """The URL to connect with, and these options with the URL's settings filled in.
+
+        An option given here wins over the URL's query; the URL's wins over the default
+        (`connect_timeout` 5 s). The URL comes back without sqlsession's own query
+        parameters, which the database driver would not take.
+        """
+        url, query = split_query(resolve_url(self.url))
+        connect_timeout = self.connect_timeout or query.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        return url, dataclasses.replace(
+            self,
+            connect_timeout=connect_timeout,
+            statement_timeout=self.statement_timeout or query.statement_timeout,
+            prepared_statements=(
+                self.prepared_statements
+                if self.prepared_statements is not None
+                else query.prepared_statements
+            ),
+        )
 
     def as_config(self) -> dict[str, Any]:
         """The options as the JSON-serializable dict a `SessionDriverConfig` carries."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
@@ -58,11 +60,15 @@ def normalize_url(url: object) -> str:
             f"A SQLite URL has three slashes before a relative path and four before an "
             f"absolute one ('sqlite:///sessions.db'), got {redact_url(url)!r}."
         )
-    if target == "postgresql+asyncpg" and "?" in rest:
-        rest = _libpq_to_asyncpg(rest)
+    if target == "postgresql+asyncpg":
+        rest = _hosts_to_query(rest)
+        if "?" in rest:
+            rest = _libpq_to_asyncpg(rest)
     if target == "mysql+asyncmy":
         rest = _with_utf8mb4(rest)
-    return f"{target}://{rest}"
+    full = f"{target}://{rest}"
+    split_query(full)  # refuses unknown parameters and bad values
+    return full
 
 
 def dialect_name(url: str) -> str:
@@ -88,6 +94,134 @@ def _libpq_to_asyncpg(rest: str) -> str:
     location, _, query = rest.partition("?")
     pairs = [("ssl" if name == "sslmode" else name, value) for name, value in parse_qsl(query)]
     return f"{location}?{urlencode(pairs)}"
+
+
+def _hosts_to_query(rest: str) -> str:
+    """Move libpq's multi-host form (``h1:5432,h2:5432``) to SQLAlchemy's ``?host=`` list.
+
+    SQLAlchemy cannot parse several hosts in the URL's authority; it takes them as
+    repeated ``host=`` query parameters (``?host=h1:5432&host=h2:5432``) and hands asyncpg
+    the list, which tries them in order (with ``target_session_attrs``).
+    """
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return rest
+    location, _, query = path.partition("?")
+    pairs = [("host", host) for host in hosts.split(",") if host]
+    pairs += parse_qsl(query, keep_blank_values=True)
+    return f"{userinfo}{at}{slash}{location}?{urlencode(pairs)}"
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """What sqlsession reads from a URL's query itself, typed (None: not in the URL)."""
+
+    connect_timeout: float | None = None
+    statement_timeout: float | None = None
+    prepared_statements: bool | None = None
+
+
+# Query parameters sqlsession reads and removes from the URL, with the setting each
+# sets: libpq's and our names, asyncpg's (timeout, command_timeout), and the
+# statement-cache sizes pgbouncer guides give (0 turns prepared statements off).
+_OWN_PARAMETERS = {
+    "postgresql": {
+        "connect_timeout": "connect_timeout",
+        "timeout": "connect_timeout",
+        "statement_timeout": "statement_timeout",
+        "command_timeout": "statement_timeout",
+        "statement_cache_size": "prepared_statements",
+        "prepared_statement_cache_size": "prepared_statements",
+    },
+    "mysql": {"connect_timeout": "connect_timeout", "statement_timeout": "statement_timeout"},
+}
+# Passed on to the database driver, which takes them as the strings they are.
+_DRIVER_PARAMETERS = {
+    "postgresql": {
+        "application_name",
+        "gsslib",
+        "host",
+        "krbsrvname",
+        "passfile",
+        "password",
+        "ssl",
+        "target_session_attrs",
+    },
+    "mysql": {
+        "charset",
+        "local_infile",
+        "password",
+        "read_timeout",
+        "ssl_ca",
+        "ssl_capath",
+        "ssl_cert",
+        "ssl_check_hostname",
+        "ssl_cipher",
+        "ssl_key",
+        "unix_socket",
+    },
+}
+
+
+def split_query(url: str) -> tuple[str, QuerySettings]:
+    """Take sqlsession's own parameters out of a normalised URL's query, typed.
+
+    SQLite URLs are returned as they are (their query holds SQLite's own options).
+
+    Returns:
+        The URL without those parameters, and their values.
+
+    Raises:
+        ConfigError: the query names a parameter neither sqlsession nor the database
+            driver takes, names one twice, or has a value of the wrong type. The message
+            names parameters, never values (one may be a password).
+    """
+    dialect = dialect_name(url)
+    own = _OWN_PARAMETERS.get(dialect)
+    if own is None or "?" not in url:
+        return url, QuerySettings()
+    location, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    passed = _DRIVER_PARAMETERS[dialect]
+    unknown = sorted({name for name, _ in pairs if name not in own and name not in passed})
+    if unknown:
+        raise ConfigError(
+            f"Unknown query parameter(s) {unknown} in the {dialect} URL "
+            f"{redact_url(location)}; sqlsession takes {sorted(own)}, and passes "
+            f"{sorted(passed)} to the database driver."
+        )
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1 and name != "host"})
+    if repeated:
+        raise ConfigError(f"Query parameter(s) {repeated} appear more than once in the URL.")
+    settings: dict[str, Any] = {}
+    for name, value in pairs:
+        setting = own.get(name)
+        if setting == "prepared_statements":
+            settings[setting] = _cache_size(name, value) > 0
+        elif setting is not None:
+            settings[setting] = _seconds(name, value)
+    rest = [(name, value) for name, value in pairs if name not in own]
+    return (f"{location}?{urlencode(rest)}" if rest else location), QuerySettings(**settings)
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{name} in the URL must be a number of seconds above 0 (2.5 or 30).")
+    # asyncpg takes connect and command timeouts in seconds; libpq's connect_timeout
+    # too. PostgreSQL's own statement_timeout setting is in milliseconds: not here.
+    return seconds
+
+
+def _cache_size(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise ConfigError(f"{name} in the URL must be a whole number (0 turns the cache off).")
+    return int(value)
 
 
 def url_origin(url: str | None) -> UrlOrigin:

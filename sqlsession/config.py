@@ -89,6 +89,9 @@ class _SessionDrivers:
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
         cleanup_batch_size: int | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        prepared_statements: bool | None = None,
     ) -> SessionDriverConfig:
         """Configure the SQL driver.
 
@@ -112,6 +115,13 @@ class _SessionDrivers:
             cleanup_batch_size: rows deleted per cleanup statement; None: 5000 on
                 PostgreSQL and MySQL, 500 on SQLite, where a batch holds the only write
                 lock.
+            connect_timeout: seconds to wait for a new server connection (None: the URL's
+                ``connect_timeout``, else 5); `OperationTimeoutError` after.
+            statement_timeout: seconds PostgreSQL lets a statement run, lock waits
+                included (None: the URL's ``statement_timeout``, else no limit).
+            prepared_statements: PostgreSQL only; False behind a pooler in transaction
+                mode (pgbouncer), as ``?statement_cache_size=0`` in the URL says too.
+                None: on until the server first loses one, then off.
 
         Raises:
             ConfigError, InvalidTTLError: an option is invalid.
@@ -125,6 +135,9 @@ class _SessionDrivers:
             durability=durability,
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            prepared_statements=prepared_statements,
         )
         return SessionDriverConfig(entrypoint="sqlsession.drivers.sql", config=options.as_config())
 

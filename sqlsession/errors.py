@@ -14,6 +14,8 @@ __all__ = [
     "DriverLoadError",
     "InvalidKeyError",
     "InvalidTTLError",
+    "OperationTimeoutError",
+    "ReadOnlyDatabaseError",
     "SchemaError",
     "SessionError",
     "SessionTooLargeError",
@@ -64,7 +66,30 @@ class StorageError(SessionError):
 
 
 class DatabaseUnavailableError(StorageError):
-    """The database cannot be reached (wrong host, port, credentials or file path)."""
+    """The database cannot be reached or will not serve now.
+
+    A wrong host, port, credentials, database name or file path, or a server that is
+    starting up, shutting down, out of connection slots or not accepting connections.
+    The message carries the server's own reason. Transient ones pass by waiting (a web
+    app answers 503).
+    """
+
+
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """A write reached a server that only reads (a hot standby, or a read-only database).
+
+    During a failover the old primary's connections are gone and the URL may still name
+    a standby; a multi-host URL with ``target_session_attrs=read-write`` finds the new
+    primary. Nothing was written.
+    """
+
+
+class OperationTimeoutError(StorageError):
+    """The database did not answer within ``connect_timeout`` or ``statement_timeout``.
+
+    Never retried, so an operation never takes more than its timeout (plus one connect).
+    A statement that timed out was rolled back.
+    """
 
 
 class SchemaError(StorageError):

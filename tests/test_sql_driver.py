@@ -69,6 +69,13 @@ class CleanupLock:
 def lock_of(driver: SQLDriver) -> CleanupLock:
     """The cleanup lock of PostgreSQL (advisory) or MySQL (named), as the dialect takes it."""
     dialect = dialect_of(driver)
+    if driver.dialect == "postgresql":
+        # The cleanup takes a transaction-scoped lock in each batch's transaction; a
+        # session-level lock on the same key, held here, blocks it just the same.
+        key = dialect._lock_key
+        return CleanupLock(
+            text(f"SELECT pg_try_advisory_lock({key})"), text(f"SELECT pg_advisory_unlock({key})")
+        )
     return CleanupLock(dialect._try_lock, dialect._unlock)
 
 
@@ -526,11 +533,15 @@ async def test_a_dead_runners_cleanup_lock_is_released(
     # next runner cleans. The lock dies with the runner's connection.
     script = (
         "import asyncio, os, sys\n"
+        "from sqlalchemy import text\n"
         "from sqlsession.drivers.sql import SQLDriver\n"
         "async def main():\n"
         "    driver = SQLDriver(sys.argv[1], pool_size=1)\n"
         "    async with driver.engine.connect() as conn:\n"
-        "        taken = await conn.scalar(driver._dialect._try_lock)\n"
+        "        key = getattr(driver._dialect, '_lock_key', None)\n"
+        "        lock = driver._dialect._try_lock if key is None else text(\n"
+        "            f'SELECT pg_try_advisory_lock({key})')\n"
+        "        taken = await conn.scalar(lock)\n"
         "        print('held' if taken in (True, 1) else 'no-lock', flush=True)\n"
         "        os._exit(9)\n"
         "asyncio.run(main())\n"

@@ -33,7 +33,12 @@ from typing import Any, NoReturn
 
 from ..config import SessionDriverConfig
 from ..driver import SessionDriver, SupportsDispose
-from ..errors import SessionError, SessionTooLargeError
+from ..errors import (
+    DatabaseUnavailableError,
+    OperationTimeoutError,
+    SessionError,
+    SessionTooLargeError,
+)
 from ..loader import load_driver
 from ._cookies import CookiePolicy, default_cookie_name
 from ._state import DEFAULT_MAX_SIZE
@@ -54,6 +59,7 @@ _ERROR_BODY = b"Internal Server Error"
 _TOO_LARGE_BODY = b"Content Too Large: the session cannot hold this much."
 # Cache-Control directives that let a shared cache store a response.
 _SHARED_DIRECTIVES = frozenset({b"public", b"s-maxage"})
+_UNAVAILABLE_BODY = b"Service Unavailable"
 # What the startup check reads: a key no session or user item ever has.
 _STARTUP_PROBE = "sqlsession:startup-check"
 # Hosts where browsers accept a Secure cookie over plain http (a "potentially
@@ -287,10 +293,10 @@ class SessionMiddleware:
         try:
             store = self._get_store()
             session = await store.load(self.cookie.read(scope.get("headers", ())))
-        except Exception:
-            logger.exception("Loading the session failed; answering 500.")
+        except Exception as exc:
+            logger.exception("Loading the session failed; answering %d.", _status_of(exc))
             if scope["type"] == "http":
-                await _send_error(send)
+                await _send_error(send, exc)
             else:
                 await send({"type": "websocket.close", "code": 1011})
             return
@@ -315,12 +321,14 @@ class SessionMiddleware:
                 except SessionTooLargeError as exc:
                     logger.warning("%s Answering 413 instead.", exc)
                     failed = True
-                    await _send_error(send, 413, _TOO_LARGE_BODY)
+                    await _send_error(send, exc)
                     return
-                except Exception:
-                    logger.exception("Saving the session failed; answering 500 instead.")
+                except Exception as exc:
+                    logger.exception(
+                        "Saving the session failed; answering %d instead.", _status_of(exc)
+                    )
                     failed = True
-                    await _send_error(send)
+                    await _send_error(send, exc)
                     return
                 if change is not None or session.accessed:
                     headers = list(message.get("headers", []))
@@ -433,17 +441,24 @@ def _make_private(headers: list[Any]) -> None:
     headers[:] = [*others, (b"cache-control", b", ".join([b"private", *kept]))]
 
 
-async def _send_error(send: Send, status: int = 500, body: bytes = _ERROR_BODY) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+def _status_of(exc: BaseException) -> int:
+    """503 when the database is down, starting, full or too slow (waiting may help); 413
+    for a session grown past its max_size; else 500."""
+    if isinstance(exc, SessionTooLargeError):
+        return 413
+    return 503 if isinstance(exc, DatabaseUnavailableError | OperationTimeoutError) else 500
+
+
+async def _send_error(send: Send, exc: BaseException) -> None:
+    status = _status_of(exc)
+    body = {503: _UNAVAILABLE_BODY, 413: _TOO_LARGE_BODY}.get(status, _ERROR_BODY)
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 503:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

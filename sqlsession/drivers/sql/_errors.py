@@ -7,7 +7,15 @@ this module words it, with the URL already redacted by the caller.
 from __future__ import annotations
 
 from ..._dist import DISTRIBUTION
-from ...errors import ConfigError, DatabaseUnavailableError, SchemaError, SessionError, StorageError
+from ...errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    OperationTimeoutError,
+    ReadOnlyDatabaseError,
+    SchemaError,
+    SessionError,
+    StorageError,
+)
 from .dialects import ErrorKind, SQLDialect
 
 __all__ = [
@@ -15,6 +23,7 @@ __all__ = [
     "describe",
     "first_line",
     "missing_driver",
+    "timed_out",
     "told",
     "translate",
     "unavailable",
@@ -56,8 +65,14 @@ def describe(exc: BaseException, dialect: type[SQLDialect]) -> tuple[ErrorKind |
     """What `exc` (from SQLAlchemy or the database driver) means, and its server message."""
     orig: BaseException = getattr(exc, "orig", None) or exc
     kind = dialect.classify(orig)
-    if kind is None and isinstance(orig, OSError | TimeoutError):
+    if kind is None and isinstance(orig, TimeoutError):
+        # asyncpg's and asyncmy's connect timeouts (a TimeoutError is also an OSError).
+        kind = ErrorKind.TIMEOUT
+    elif kind is None and isinstance(orig, OSError):
         kind = ErrorKind.UNAVAILABLE
+    if isinstance(orig, ConnectionRefusedError):
+        # "[Errno 111] Connect call failed" says less than it knows.
+        return kind, f"connection refused, nothing listens there ({first_line(orig)})"
     return kind, first_line(orig)
 
 
@@ -79,6 +94,14 @@ def translate(
         return SchemaError(f"{message}. {missing_table}")
     if kind in (ErrorKind.UNAVAILABLE, ErrorKind.LOST):
         return unavailable(url, message, dialect.unavailable_advice(url))
+    if kind is ErrorKind.TIMEOUT:
+        return timed_out(url, message)
+    if kind is ErrorKind.READ_ONLY:
+        return ReadOnlyDatabaseError(
+            f"The session database {url} is read-only ({message}): a hot standby, or a "
+            "primary demoted by a failover. Nothing was written. Point the URL at the "
+            "primary, or list every host with ?target_session_attrs=read-write."
+        )
     if kind is ErrorKind.LOCK_TIMEOUT:
         return StorageError(
             f"The session database {url} gave up waiting for a lock that another "
@@ -103,6 +126,16 @@ def unavailable(url: str, message: str, advice: str | None = None) -> DatabaseUn
     if advice is None:
         advice = "Check the URL, that the server is running, and the credentials."
     return DatabaseUnavailableError(f"Cannot reach the database {url}: {message}. {advice}")
+
+
+def timed_out(url: str, message: str) -> OperationTimeoutError:
+    """The error for a connect or statement that outlived its timeout."""
+    if message == "TimeoutError":
+        message = "no connection within connect_timeout"
+    return OperationTimeoutError(
+        f"The session database {url} timed out: {message}. The operation was not run "
+        "again; raise connect_timeout or statement_timeout if the server is only slow."
+    )
 
 
 def missing_driver(exc: ModuleNotFoundError, dialect: type[SQLDialect]) -> ConfigError:

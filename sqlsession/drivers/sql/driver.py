@@ -50,7 +50,7 @@ from ..._url import (
     url_origin,
 )
 from ...driver import Entry
-from ...errors import DatabaseUnavailableError, SchemaError, SessionError
+from ...errors import ConfigError, SchemaError, SessionError, StorageError
 from .._base import (
     DEFAULT,
     Clock,
@@ -72,6 +72,8 @@ logger = logging.getLogger("sqlsession")
 T = TypeVar("T")
 # The single-statement, single-row operations the fast path runs, by name.
 _FAST = ("get", "has", "set", "remove", "touch", "entry", "delete_live")
+# How many connections that lost a prepared statement one operation may go through.
+_STATEMENTS_LOST_MAX = 8
 
 
 class SQLDriver(ExpiryMixin):
@@ -90,6 +92,15 @@ class SQLDriver(ExpiryMixin):
         cleanup_interval: seconds between in-process cleanups (None: off).
         cleanup_batch_size: rows deleted per cleanup statement (None: 5000 on
             PostgreSQL and MySQL, 500 on SQLite).
+        connect_timeout: seconds to wait for a new connection to a server (None: the
+            URL's ``connect_timeout``, else 5); a timeout raises `OperationTimeoutError`.
+        statement_timeout: seconds a statement may run, waiting for locks included,
+            before PostgreSQL cancels it with `OperationTimeoutError` (None: the URL's
+            ``statement_timeout``, else none).
+        prepared_statements: PostgreSQL only. False: every statement unnamed, as a
+            pooler in transaction mode (pgbouncer) needs; the URL's
+            ``statement_cache_size=0`` or ``prepared_statement_cache_size=0`` says the
+            same. None: prepared until the server first loses one, then unnamed.
         engine: an `AsyncEngine` to use instead of creating one; the driver then leaves
             it open on `dispose`, runs its operations on an autocommit copy of it, and
             sets nothing on its connections (except that a SQLite cleanup turns its
@@ -116,6 +127,9 @@ class SQLDriver(ExpiryMixin):
         durability: Literal["full", "relaxed"] = "full",
         cleanup_interval: float | None = None,
         cleanup_batch_size: int | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        prepared_statements: bool | None = None,
         engine: AsyncEngine | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -128,6 +142,9 @@ class SQLDriver(ExpiryMixin):
             durability=durability,
             cleanup_interval=cleanup_interval,
             cleanup_batch_size=cleanup_batch_size,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            prepared_statements=prepared_statements,
         )
         super().__init__(options.ttl, clock)
         self.options = options
@@ -135,6 +152,14 @@ class SQLDriver(ExpiryMixin):
         """True when the last `cleanup` found another process cleaning."""
 
         if engine is not None:
+            given = {"connect_timeout": connect_timeout, "statement_timeout": statement_timeout}
+            given["prepared_statements"] = prepared_statements
+            if any(value is not None for value in given.values()):
+                raise ConfigError(
+                    f"{sorted(k for k, v in given.items() if v is not None)} apply to the "
+                    "engine the driver creates; set them on the engine you pass (its "
+                    "connect_args), or pass a URL instead."
+                )
             self._owns_engine = False
             dialect = dialect_class(engine.dialect.name)
             dialect.check_options(options)
@@ -152,9 +177,10 @@ class SQLDriver(ExpiryMixin):
             self.url = redact_url(full_url)
             self._url_origin = url_origin(url)
             dialect = dialect_class(dialect_name(full_url))
-            dialect.check_options(options)
+            engine_url, settings = options.connection()
+            dialect.check_options(settings)
             try:
-                self.engine = dialect.create_engine(full_url, options)
+                self.engine = dialect.create_engine(engine_url, settings)
             except ModuleNotFoundError as exc:
                 raise _errors.missing_driver(exc, dialect) from exc
         self.cleanup_batch_size = cleanup_batch_size or dialect.default_cleanup_batch_size
@@ -169,7 +195,10 @@ class SQLDriver(ExpiryMixin):
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
-        self._driver_errors = dialect.driver_errors()
+        # SQLAlchemy's adapter of the database driver raises its own Error class where
+        # SQLAlchemy does not wrap it (a failed rollback while a server shuts down).
+        adapter_error: type[BaseException] = self.engine.dialect.loaded_dbapi.Error
+        self._driver_errors = (*dialect.driver_errors(), adapter_error)
         self._database_errors: tuple[type[BaseException], ...] = (
             *self._driver_errors,
             SQLAlchemyError,
@@ -177,6 +206,7 @@ class SQLDriver(ExpiryMixin):
         )
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self._unnamed_since_lost = False  # said once, in a warning
         self._cleanup_task: asyncio.Task[None] | None = None
         pool_size = options.pool_size or dialect.default_pool_size
         if not self._owns_engine:
@@ -684,12 +714,17 @@ class SQLDriver(ExpiryMixin):
     async def _run_fast_now(
         self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
     ) -> T:
-        try:
-            return await method(name, params)
-        except SessionError:
-            raise
-        except self._database_errors as exc:
-            raise await self._failure(exc) from _errors.told(exc)
+        for attempt in (1, 2):
+            try:
+                return await method(name, params)
+            except SessionError:
+                raise
+            except self._database_errors as exc:
+                if attempt == 1 and self._kind(exc) is ErrorKind.STATEMENT_LOST:
+                    await self._stop_preparing(exc)
+                    continue
+                raise await self._failure(exc) from _errors.told(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(
         self,
@@ -731,16 +766,24 @@ class SQLDriver(ExpiryMixin):
     async def _run_attempts(
         self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool
     ) -> T:
-        for attempt in (1, 2):
+        attempt = 1
+        # Behind a pooler each connection made before the switch to unnamed statements
+        # may lose one more; each such failure costs that connection and runs again.
+        statements_lost = 0
+        while True:
             try:
                 async with self.engine.connect() as conn:
                     try:
                         result = await work(conn)
-                    except self._driver_errors as exc:
+                    except self._database_errors as exc:
+                        kind = self._kind(exc)
                         # Raised by the database driver past SQLAlchemy's error handling
-                        # (setting the isolation level, say): the connection is not
-                        # marked invalid unless we do it.
-                        if self._kind(exc) is ErrorKind.LOST:
+                        # (setting the isolation level, say), a lost connection is not
+                        # marked invalid unless we do it; nor is one that prepared
+                        # statements a pooler's server connections do not have.
+                        if kind is ErrorKind.STATEMENT_LOST or (
+                            kind is ErrorKind.LOST and isinstance(exc, self._driver_errors)
+                        ):
                             await conn.invalidate()
                         raise
                     drained = pool_drained(self.engine.sync_engine.pool)
@@ -753,10 +796,37 @@ class SQLDriver(ExpiryMixin):
                 lost = kind is ErrorKind.LOST or (
                     isinstance(exc, DBAPIError) and exc.connection_invalidated
                 )
+                if kind is ErrorKind.STATEMENT_LOST and statements_lost < _STATEMENTS_LOST_MAX:
+                    # Bind found no statement, so nothing ran: safe to run again.
+                    statements_lost += 1
+                    await self._stop_preparing(exc)
+                    continue
                 if attempt == 1 and ((lost and not transactional) or kind is ErrorKind.CONFLICT):
+                    attempt = 2
                     continue
                 raise await self._failure(exc) from _errors.told(exc)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _stop_preparing(self, exc: BaseException) -> None:
+        """Switch to unnamed statements after the server lost a prepared one, or say how."""
+        if await self._dialect.stop_preparing(self.engine):
+            if self._unnamed_since_lost:
+                return
+            self._unnamed_since_lost = True
+            logger.warning(
+                "The session database %s lost a prepared statement: a pooler in transaction "
+                "mode (pgbouncer) is in between. sqlsession now sends unnamed statements; "
+                "set prepared_statements=False (or ?statement_cache_size=0 in the URL) to "
+                "start that way.",
+                self.url,
+            )
+            return
+        raise StorageError(
+            f"The session database {self.url} lost a prepared statement "
+            f"({_errors.first_line(getattr(exc, 'orig', None) or exc)}): a pooler in "
+            "transaction mode (pgbouncer) is in between. Create the engine you pass with "
+            "connect_args={'statement_cache_size': 0, 'prepared_statement_cache_size': 0}, "
+            "or pass a URL with ?statement_cache_size=0 instead of an engine."
+        ) from _errors.told(exc)
 
     async def _check_schema(self) -> None:
         async with self._ready_lock:
@@ -773,9 +843,10 @@ class SQLDriver(ExpiryMixin):
                 async with self.engine.connect() as conn:
                     versions = list((await conn.execute(self._versions)).scalars())
             except self._database_errors as exc:
-                error = self._storage_error(exc)
-                if isinstance(error, DatabaseUnavailableError):
-                    raise error from _errors.told(exc)
+                if self._kind(exc) is not ErrorKind.MISSING_TABLE:
+                    # A server starting, stopping or full says so; only a missing version
+                    # table means "not migrated".
+                    raise self._storage_error(exc) from _errors.told(exc)
                 name = version_table_name(self.table_name)
                 raise SchemaError(
                     f"The session table {self._where()} has not been migrated (no version "

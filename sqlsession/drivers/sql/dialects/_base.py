@@ -17,7 +17,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
@@ -87,6 +87,9 @@ class ErrorKind(enum.Enum):
     LOCK_TIMEOUT = "lock timeout"
     ALREADY_EXISTS = "already exists"
     MISSING_SCHEMA = "missing schema"
+    TIMEOUT = "timeout"  # connect_timeout or statement_timeout: never run again
+    READ_ONLY = "read only"  # a write reached a standby or a read-only database
+    STATEMENT_LOST = "prepared statement lost"  # a pooler switched server connections
     FILE_GONE = "file gone"  # an embedded database's file was deleted under the driver
 
 
@@ -96,6 +99,9 @@ class CleanupJob:
 
     batch_size: int
     now_ms: Callable[[], int]
+    committed: list[int] = field(default_factory=list)
+    """Rows each committed batch deleted, kept across the driver's retries of the job
+    (a dialect that commits batch by batch appends to it, and counts from it)."""
 
 
 def key_param(name: str) -> BindParameter[str]:
@@ -213,6 +219,7 @@ class SQLDialect:
     driver_package: ClassVar[str] = ""
     """The database driver's import name."""
     supports_schema: ClassVar[bool] = False
+    supports_statement_timeout: ClassVar[bool] = False
     default_pool_size: ClassVar[int] = 16
     default_cleanup_batch_size: ClassVar[int] = 5000
     transactional_ddl: ClassVar[bool] = True
@@ -237,6 +244,11 @@ class SQLDialect:
         """Refuse options this database cannot honour."""
         if options.schema is not None and not cls.supports_schema:
             raise ConfigError(f"schema is a PostgreSQL option; {cls.title} has none.")
+        if options.statement_timeout is not None and not cls.supports_statement_timeout:
+            raise ConfigError(
+                f"statement_timeout is a PostgreSQL option; sqlsession cannot set one on "
+                f"{cls.title}."
+            )
 
     @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
@@ -244,9 +256,40 @@ class SQLDialect:
         raise NotImplementedError
 
     @classmethod
+    def connect_args(cls, url: str, options: SQLOptions) -> dict[str, Any]:
+        """What the database driver's connect needs for `options` (timeouts, settings).
+
+        The migration runner connects with the same, from the URL's settings alone.
+        """
+        return {}
+
+    @classmethod
+    def engine_url(cls, url: str) -> str:
+        """`url` as SQLAlchemy takes it, without what `connect_args` passes instead."""
+        return url
+
+    @staticmethod
+    async def stop_preparing(engine: AsyncEngine) -> bool:
+        """Stop preparing named statements on `engine` (a pooler lost one).
+
+        Returns:
+            Whether that was done (False: the engine is not the dialect's to change).
+        """
+        return False
+
+    @classmethod
     def migration_engine(cls, url: str) -> AsyncEngine:
-        """The engine a migration runs on: no pool, parameters hidden."""
-        return create_async_engine(url, poolclass=NullPool, **SECRECY)
+        """The engine a migration runs on: no pool, parameters hidden, and the URL's own
+        settings (timeouts, prepared statements off behind a pooler) applied."""
+        from ...._sql_options import SQLOptions
+
+        url, settings = SQLOptions(url=url).connection()
+        return create_async_engine(
+            cls.engine_url(url),
+            poolclass=NullPool,
+            connect_args=cls.connect_args(url, settings),
+            **SECRECY,
+        )
 
     @classmethod
     def database_file(cls, url: str) -> str | None:

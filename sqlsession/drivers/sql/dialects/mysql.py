@@ -145,6 +145,12 @@ class Dialect(SQLDialect):
         }
 
     @classmethod
+    def connect_args(cls, url: str, options: SQLOptions) -> dict[str, Any]:
+        if options.connect_timeout is None:
+            return {}
+        return {"connect_timeout": options.connect_timeout}
+
+    @classmethod
     def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
         engine = create_async_engine(
@@ -155,7 +161,7 @@ class Dialect(SQLDialect):
             max_overflow=pool_size,
             # The server closes connections idle for wait_timeout (8 hours by default).
             pool_recycle=3600,
-            connect_args={"init_command": _SETUP},
+            connect_args={"init_command": _SETUP, **cls.connect_args(url, options)},
         )
         # SQLAlchemy rolls back every connection it closes or returns to the pool; on
         # an autocommit connection that is a no-op for asyncpg and aiosqlite, but asyncmy

@@ -1,20 +1,38 @@
 """PostgreSQL through asyncpg: upsert with ON CONFLICT, advisory locks, ctid batches.
 
-The fast path runs the driver's statements as asyncpg prepared statements: asyncpg
-prepares each once per connection and keeps it in its statement cache, so an operation
-is one Bind/Execute round trip.
+The fast path runs the driver's statements as prepared statements: each is prepared
+once per connection under a name unique to this process, so an operation is one
+Bind/Execute round trip. Behind a pooler in transaction mode (pgbouncer) a server
+connection serves many clients, so a statement prepared on one is missing on the next:
+with prepared statements off (the option, the URL's ``statement_cache_size=0``, or
+on the first statement the server has lost) every statement is sent unnamed, parsed
+and run in one exchange the pooler keeps on one server connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
-from sqlalchemy import String, Table, any_, bindparam, delete, func, literal_column, select, text
+from sqlalchemy import (
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    event,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
@@ -25,13 +43,11 @@ from ._base import (
     CleanupJob,
     ErrorKind,
     SQLDialect,
-    delete_in_batches,
     key_param,
     lock_id,
     on_conflict_insert_if_absent,
     on_conflict_upsert,
     renew_returning,
-    then,
     undo_quietly,
 )
 
@@ -42,10 +58,78 @@ __all__ = ["Dialect"]
 
 # SQLSTATE classes and codes (PostgreSQL's appendix A).
 _UNAVAILABLE_CLASSES = ("08", "28", "3D", "57")  # connection, auth, database, shutdown
-_UNAVAILABLE_CODES = ("53300",)  # too many connections
+_UNAVAILABLE_CODES = ("53300", "55000")  # too many connections, not accepting them
 _QUERY_CANCELED = "57014"  # class 57, but a cancelled statement, not a server going away
 _CONFLICTS = ("40001", "40P01")  # serialization failure, deadlock
-_UNAVAILABLE_TEXT = ("connect call failed", "password authentication failed")
+_UNAVAILABLE_TEXT = (
+    "connect call failed",
+    "password authentication failed",
+    # pgbouncer's own refusals carry a protocol-violation code (08P01).
+    "no more connections allowed",
+    "no such database",
+    "pgbouncer cannot connect to server",
+    # asyncpg, when no host of a multi-host URL is what target_session_attrs asks for
+    # (in a failover, before the standby is promoted).
+    "match the target attribute",
+)
+# The connection itself went away: the server ended it (a shutdown, a terminated
+# backend) or it broke mid-operation; a fresh connection may do.
+_LOST_CODES = ("08003", "08006", "57P01", "57P02")
+_LOST_TEXT = ("connection was closed", "cannot switch to state", "connection is closed")
+# A prepared statement the server does not have, or has twice: a pooler in transaction
+# mode handed this client another server connection.
+_STATEMENT_LOST = ("26000", "42P05")
+_READ_ONLY = "25006"
+
+
+class _Preparing:
+    """Whether an engine's connections prepare named statements; switched off for good."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        self.replaced = not on  # the connections made while it was on are gone
+        # Held while they are replaced, so no caller retries on one of them meanwhile.
+        self.replacing = asyncio.Lock()
+
+    def connect_args(self) -> dict[str, Any]:
+        if not self.on:
+            # Unnamed statements only, in asyncpg and in SQLAlchemy's adapter.
+            return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+        # SQLAlchemy's adapter prepares under names unique to this process, so a
+        # statement another process prepared on a pooled server connection is never
+        # taken for ours: the server says it is missing instead.
+        return {"prepared_statement_name_func": _unique_name}
+
+
+async def _connect_to_the_end(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg's connect, run to its end when the caller is cancelled.
+
+    A connect cancelled in the middle of its TLS negotiation leaves a future holding
+    "unexpected connection_lost() call" that asyncio logs as never retrieved. Left to
+    finish, the connect's outcome is collected here: a connection nobody wants any more
+    is closed, a failure is dropped.
+    """
+    import asyncpg
+
+    connecting = asyncio.ensure_future(asyncpg.connect(*args, **kwargs))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        connecting.add_done_callback(_close_unwanted)
+        raise
+
+
+def _close_unwanted(connecting: asyncio.Future[Any]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().terminate()
+
+
+def _unique_name() -> str:
+    return f"__sqlsession_{uuid.uuid4().hex}__"
+
+
+# The engines this module created, and whether they prepare.
+_PREPARING: weakref.WeakKeyDictionary[Engine, _Preparing] = weakref.WeakKeyDictionary()
 
 
 class Dialect(SQLDialect):
@@ -55,6 +139,7 @@ class Dialect(SQLDialect):
     driver_package = "asyncpg"
     title = "PostgreSQL"
     supports_schema = True
+    supports_statement_timeout = True
 
     def __init__(self, table: Table) -> None:
         super().__init__(table)
@@ -102,8 +187,12 @@ class Dialect(SQLDialect):
         self._relation_pages = text(
             "SELECT pg_relation_size(CAST(:name AS regclass)) / current_setting('block_size')::int"
         )
-        self._try_lock = text("SELECT pg_try_advisory_lock(:k)").bindparams(k=self._lock_key)
-        self._unlock = text("SELECT pg_advisory_unlock(:k)").bindparams(k=self._lock_key)
+        # Transaction-scoped: released when the batch's transaction ends, on whatever
+        # server connection a pooler gave it, so it can never outlive its work.
+        self._try_lock = text("SELECT pg_try_advisory_xact_lock(:k)").bindparams(k=self._lock_key)
+        self._wait_lock = text(
+            "SELECT true FROM (SELECT pg_advisory_xact_lock(:k)) AS taken"
+        ).bindparams(k=self._lock_key)
 
     def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
         expired = self.table.c.expires_at <= bindparam("now")
@@ -129,19 +218,66 @@ class Dialect(SQLDialect):
         return {"key_type": String(255, collation="C")}
 
     @classmethod
-    def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
-        connect_args: dict[str, Any] = {}
+    def connect_args(cls, url: str, options: SQLOptions) -> dict[str, Any]:
+        settings: dict[str, str] = {}
         if options.durability == "relaxed":
-            connect_args["server_settings"] = {"synchronous_commit": "off"}
+            settings["synchronous_commit"] = "off"
+        if options.statement_timeout is not None:
+            # Checked by the server, lock waits included; the connection stays usable.
+            settings["statement_timeout"] = str(max(1, round(options.statement_timeout * 1000)))
+        query = dict(parse_qsl(url.partition("?")[2]))
+        if "application_name" in query:
+            # libpq takes it in the URL; asyncpg only as a server setting.
+            settings["application_name"] = query["application_name"]
+        args: dict[str, Any] = {"server_settings": settings} if settings else {}
+        if options.connect_timeout is not None:
+            args["timeout"] = options.connect_timeout
+        if options.prepared_statements is False:
+            args.update(statement_cache_size=0, prepared_statement_cache_size=0)
+        return args
+
+    @classmethod
+    def create_engine(cls, url: str, options: SQLOptions) -> AsyncEngine:
         pool_size = options.pool_size or cls.default_pool_size
-        return create_async_engine(
-            url,
+        engine = create_async_engine(
+            cls.engine_url(url),
             isolation_level="AUTOCOMMIT",
             **SECRECY,
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_args=connect_args,
+            connect_args=cls.connect_args(url, options),
         )
+        preparing = _Preparing(options.prepared_statements is not False)
+        _PREPARING[engine.sync_engine] = preparing
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _on_connect(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+            cparams.update(preparing.connect_args())
+            cparams["async_creator_fn"] = _connect_to_the_end
+
+        return engine
+
+    @classmethod
+    def engine_url(cls, url: str) -> str:
+        return _without(url, "application_name")
+
+    @staticmethod
+    async def stop_preparing(engine: AsyncEngine) -> bool:
+        """Turn named prepared statements off for `engine`, after the server lost one.
+
+        Returns:
+            False when the engine was not created here (it is the caller's to set up).
+        """
+        preparing = _PREPARING.get(engine.sync_engine)
+        if preparing is None:
+            return False
+        preparing.on = False
+        async with preparing.replacing:
+            if not preparing.replaced:
+                # Connections made so far hold named statements: replace them all.
+                await engine.dispose()
+                preparing.replaced = True
+        return True
 
     def upsert(self) -> Insert:
         return on_conflict_upsert(self._insert, self.table)
@@ -186,12 +322,51 @@ class Dialect(SQLDialect):
         pages instead, so the work per statement stays bounded and the last batch does
         not scan the whole table again.
         """
-        if not await conn.scalar(self._try_lock):
-            return None
-        async with then(conn, self._unlock):
-            if await self._mostly_expired(conn, job):
-                return await self._sweep(conn, job)
-            return await delete_in_batches(conn, self._cleanup, job)
+        sweep = await self._mostly_expired(conn, job)
+        if sweep:
+            pages = await conn.scalar(self._relation_pages, {"name": self._qualified_name})
+        # Each batch is a transaction of its own from here (ending SQLAlchemy's
+        # autobegun one first: on an autocommit connection it holds nothing).
+        await conn.commit()
+        await conn.execution_options(isolation_level="READ COMMITTED")
+        if sweep:
+            return await self._sweep(conn, job, int(pages or 0))
+        while True:
+            first = not job.committed
+            deleted = await self._locked(
+                conn, self._cleanup, {"now": job.now_ms(), "batch": job.batch_size}, first
+            )
+            if deleted is None:
+                return None  # another runner holds the lock: it does the work
+            # Counted once committed: a retry after a lost connection goes on from here.
+            job.committed.append(deleted)
+            if deleted < job.batch_size:
+                return sum(job.committed)
+            await asyncio.sleep(0)  # the app's own queries go between two batches
+
+    async def _locked(
+        self, conn: AsyncConnection, statement: Any, params: dict[str, Any], first: bool
+    ) -> int | None:
+        """Run one batch in a transaction of its own that holds the cleanup lock.
+
+        The first batch of a run only tries the lock; a later one waits for it (another
+        runner that came between two batches holds it for one batch), so a run that
+        has started finishes the table, taking turns with any other.
+
+        Returns:
+            The rows deleted, or None when `first` and another runner holds the lock.
+        """
+        await conn.begin()
+        try:
+            if not await conn.scalar(self._try_lock if first else self._wait_lock):
+                await conn.rollback()
+                return None
+            deleted: int = (await conn.execute(statement, params)).rowcount
+        except BaseException:
+            await undo_quietly(conn, conn.rollback)
+            raise
+        await conn.commit()
+        return deleted
 
     async def _mostly_expired(self, conn: AsyncConnection, job: CleanupJob) -> bool:
         # The planner's own estimate decides: it reads the whole table when the expired
@@ -201,26 +376,30 @@ class Dialect(SQLDialect):
         plan = await conn.scalar(self._explain_expired, {"now": job.now_ms()})
         return str(plan).lstrip().startswith("Seq Scan")
 
-    async def _sweep(self, conn: AsyncConnection, job: CleanupJob) -> int:
-        pages = int(await conn.scalar(self._relation_pages, {"name": self._qualified_name}) or 0)
+    async def _sweep(self, conn: AsyncConnection, job: CleanupJob, pages: int) -> int | None:
         step = max(1, job.batch_size // 20)
-        total = 0
-        for first in range(0, pages, step):
+        # At least one batch, so an empty table still tells whether another runner is on.
+        for first in range(0, max(pages, 1), step):
             params = {"now": job.now_ms(), "lo": (first, 0), "hi": (first + step, 0)}
-            total += (await conn.execute(self._sweep_range, params)).rowcount
+            deleted = await self._locked(conn, self._sweep_range, params, not job.committed)
+            if deleted is None:
+                return None
+            job.committed.append(deleted)
             await asyncio.sleep(0)  # let the app's own queries through
-        return total
+        return sum(job.committed)
 
     def fast_path(
         self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
     ) -> FastPath | None:
-        return _AsyncpgFastPath(engine, statements) if engine.dialect.driver == "asyncpg" else None
+        if engine.dialect.driver != "asyncpg":
+            return None
+        return _AsyncpgFastPath(engine, statements, _PREPARING.get(engine.sync_engine))
 
     @classmethod
     def driver_errors(cls) -> tuple[type[BaseException], ...]:
         import asyncpg
 
-        return (asyncpg.PostgresError, asyncpg.InterfaceError)
+        return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
     @classmethod
     def classify(cls, error: BaseException) -> ErrorKind | None:
@@ -230,8 +409,18 @@ class Dialect(SQLDialect):
             or ""
         )
         lowered = str(error).lower()
+        if sqlstate in _STATEMENT_LOST or (
+            "prepared statement" in lowered and "does not exist" in lowered
+        ):
+            return ErrorKind.STATEMENT_LOST
         if sqlstate == "42P01" or ("relation" in lowered and "does not exist" in lowered):
             return ErrorKind.MISSING_TABLE
+        if sqlstate in _LOST_CODES or any(t in lowered for t in _LOST_TEXT):
+            return ErrorKind.LOST
+        if sqlstate == _QUERY_CANCELED and "timeout" in lowered:
+            return ErrorKind.TIMEOUT
+        if sqlstate == _READ_ONLY:
+            return ErrorKind.READ_ONLY
         if (
             (sqlstate[:2] in _UNAVAILABLE_CLASSES and sqlstate != _QUERY_CANCELED)
             or sqlstate in _UNAVAILABLE_CODES
@@ -262,18 +451,63 @@ class Dialect(SQLDialect):
 class _AsyncpgFastPath(FastPath):
     """`FastPath` on asyncpg connections."""
 
-    def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        statements: Mapping[str, ClauseElement],
+        preparing: _Preparing | None,
+    ) -> None:
         self.errors = (*Dialect.driver_errors(), OSError)
+        # An engine handed to the driver prepares as its owner set it up.
+        self._preparing = preparing or _Preparing(True)
+        # Each connection's prepared statements, by SQL text; dropped with it.
+        self._prepared: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
         super().__init__(engine, statements)
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
+        if self._preparing.on:
+            cache = self._prepared.setdefault(conn, {})
+            statement = cache.get(sql)
+            if statement is None:
+                statement = cache[sql] = await conn.prepare(sql, name=_unique_name())
+        else:
+            # The unnamed statement: Parse and Bind go out before one Sync, so a pooler
+            # keeps them on one server connection.
+            statement = await conn.prepare(sql, name="")
         if fetch == "value":
-            return await conn.fetchval(sql, *args)
+            return await statement.fetchval(*args)
         if fetch == "row":
-            return await conn.fetchrow(sql, *args)
-        status: str = await conn.execute(sql, *args)
+            return await statement.fetchrow(*args)
+        await statement.fetch(*args)
         # The command tag ends with the row count: "UPDATE 1", "INSERT 0 1".
-        return int(status.rsplit(" ", 1)[-1])
+        return int(statement.get_statusmsg().rsplit(" ", 1)[-1])
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
-        return bool(conn.is_closed()) or isinstance(exc, OSError)
+        import asyncpg
+
+        if isinstance(exc, TimeoutError):
+            return False  # a timeout is never run again into twice the time
+        if isinstance(exc, asyncpg.InvalidCachedStatementError):
+            # The table changed under a prepared statement (a migration): a new
+            # connection prepares afresh; asyncpg only redoes statements of its own cache.
+            return True
+        return bool(conn.is_closed()) or isinstance(exc, OSError) or _is_lost(exc)
+
+    def _conflict(self, exc: BaseException) -> bool:
+        kind = Dialect.classify(exc)
+        if kind is ErrorKind.STATEMENT_LOST:
+            # A pooler between us and the server: from now on, unnamed statements.
+            # The statement never ran (Bind found no statement), so it runs again.
+            self._preparing.on = False
+            return True
+        return kind is ErrorKind.CONFLICT
+
+
+def _is_lost(exc: BaseException) -> bool:
+    return Dialect.classify(exc) is ErrorKind.LOST
+
+
+def _without(url: str, name: str) -> str:
+    location, _, query = url.partition("?")
+    pairs = [(key, value) for key, value in parse_qsl(query) if key != name]
+    return f"{location}?{urlencode(pairs)}" if pairs else location
