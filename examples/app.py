@@ -25,8 +25,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sqlsession import session_drivers
+from sqlsession import SessionTooLargeError, session_drivers
 from sqlsession.web import DEFAULT_MAX_AGE, Clock, SessionMiddleware, get_session
+
+# What one visitor may store: every field a form sends ends up in the session, so each
+# is capped here, and the session as a whole by the middleware's max_size.
+MAX_FIELD = 200
+MAX_CART = 50
+MAX_SESSION_BYTES = 16 * 1024
 
 
 async def form(request: Request) -> dict[str, str]:
@@ -37,6 +43,16 @@ async def form(request: Request) -> dict[str, str]:
 
 def back_home() -> Response:
     return RedirectResponse("/", status_code=303)
+
+
+def too_large(what: str) -> Response:
+    return HTMLResponse(what, status_code=413)
+
+
+async def session_too_large(request: Request, exc: Exception) -> Response:
+    # Whatever slips past the caps above: an assignment that would make the session
+    # larger than max_size raises SessionTooLargeError, and nothing was stored.
+    return too_large("That is more than this session can hold.")
 
 
 async def home(request: Request) -> Response:
@@ -81,6 +97,8 @@ async def sign_in(request: Request) -> Response:
     name = (await form(request)).get("name", "")
     if not name:
         return HTMLResponse("A name is required.", status_code=400)
+    if len(name) > MAX_FIELD:
+        return too_large(f"A name is at most {MAX_FIELD} characters.")
     session = get_session(request)
     # bind_user also gives the session a new id: one planted before sign-in is worthless.
     session.bind_user(name)
@@ -95,9 +113,13 @@ async def count(request: Request) -> Response:
 
 async def add_to_cart(request: Request) -> Response:
     item = (await form(request)).get("item", "")
+    if len(item) > MAX_FIELD:
+        return too_large(f"An item is at most {MAX_FIELD} characters.")
     if item:
-        # A read is a copy: change it, then assign it back for the change to be saved.
-        request.session["cart"] = [*request.session.get("cart", []), item]
+        cart = request.session.setdefault("cart", [])
+        if len(cart) >= MAX_CART:
+            return too_large(f"The cart holds at most {MAX_CART} items.")
+        cart.append(item)  # changed in place: saved at the end of the request
     return back_home()
 
 
@@ -156,9 +178,14 @@ def create_app(
         https_only=https_only,
         max_age=max_age,
         idle_timeout=idle_timeout,
+        max_size=MAX_SESSION_BYTES,
         clock=clock,
     )
-    return Starlette(routes=routes, middleware=[session_middleware, *middleware])
+    return Starlette(
+        routes=routes,
+        middleware=[session_middleware, *middleware],
+        exception_handlers={SessionTooLargeError: session_too_large},
+    )
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -20,6 +20,7 @@ from .driver import (
     SupportsKeys,
     SupportsMany,
     SupportsMerge,
+    SupportsMergeExisting,
     SupportsPrefixCleanup,
 )
 from .errors import (
@@ -34,6 +35,7 @@ from .errors import (
     ReadOnlyDatabaseError,
     SchemaError,
     SessionError,
+    SessionTooLargeError,
     StorageError,
     ValueNotSerializableError,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "SessionDriver",
     "SessionDriverConfig",
     "SessionError",
+    "SessionTooLargeError",
     "StorageError",
     "SupportsAddItem",
     "SupportsCleanup",
@@ -68,6 +71,7 @@ __all__ = [
     "SupportsKeys",
     "SupportsMany",
     "SupportsMerge",
+    "SupportsMergeExisting",
     "SupportsPrefixCleanup",
     "ValueNotSerializableError",
     "__version__",

@@ -22,27 +22,36 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 # by default) as text; an int of at most this many bits is below any limit it allows.
 _INT_TEXT_BITS = sys.int_info.str_digits_check_threshold * 3
 
+MAX_DEPTH = 500
+"""How many containers deep a stored value may nest (``[[1]]`` is 2).
 
-def encode(key: str, value: Any) -> str:
+A fixed bound rather than Python's recursion limit, which the JSON encoder and decoder
+hit at a depth that depends on how deep the caller's stack already is: what is accepted
+once is then accepted everywhere, also nested inside a session's row.
+"""
+
+
+def encode(key: str, value: Any, *, max_depth: int = MAX_DEPTH) -> str:
     """Return `value` as JSON text, or raise `ValueNotSerializableError` naming `key`.
 
     Accepted: dicts with str keys, lists and tuples (stored as lists), str, int, float,
-    bool and None, exactly (no subclasses, whose type would not survive the round trip).
-    Refused: anything else, NaN and infinity, cycles, and strings with lone surrogates.
+    bool and None, exactly (no subclasses, whose type would not survive the round trip),
+    nested at most `max_depth` containers deep. Refused: anything else, NaN and
+    infinity, cycles, deeper nesting, and strings with lone surrogates.
     """
     # The C encoder refuses unknown types, NaN, infinity and cycles by itself; what it
-    # lets through silently (non-str dict keys, subclasses) is caught by _plain. The
-    # careful walk in _check runs only to say what is wrong and where.
+    # lets through silently (non-str dict keys, subclasses, depth) is caught by _plain.
+    # The careful walk in _check runs only to say what is wrong and where.
     try:
         text = _encoder.encode(value)
-        plain = _plain(value)
+        plain = _plain(value, max_depth)
     except (TypeError, ValueError, RecursionError) as exc:
-        _check(key, value)
+        _check(key, value, max_depth)
         raise ValueNotSerializableError(
             f"Value for session key {key!r} cannot be written as JSON: {exc}."
         ) from exc
     if not plain:
-        _check(key, value)
+        _check(key, value, max_depth)
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -54,22 +63,38 @@ def encode(key: str, value: Any) -> str:
     return text
 
 
-def _plain(value: Any) -> bool:
-    """Whether `value` holds only the exact accepted types and str dict keys.
+def encodes_to(value: Any, text: str) -> bool:
+    """Whether `value` encodes to `text`: a cheap test for "unchanged", which validates nothing.
+
+    Equal text means equal stored data; a value that fails to encode (or encodes to
+    other text) must go through `encode` to be checked.
+    """
+    try:
+        return _encoder.encode(value) == text
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether `value` holds only the exact accepted types and str dict keys, `depth` deep.
 
     Only called on a value the encoder accepted, so it has no cycles.
     """
     kind = type(value)
     if kind is dict:
+        if depth < 1:
+            return False
         for k, item in value.items():
             if type(k) is not str:
                 return False
-            if type(item) not in _SCALARS and not _plain(item):
+            if type(item) not in _SCALARS and not _plain(item, depth - 1):
                 return False
         return True
     if kind is list or kind is tuple:
-        for item in value:  # noqa: SIM110 - a loop beats all() over a generator on this hot path
-            if type(item) not in _SCALARS and not _plain(item):
+        if depth < 1:
+            return False
+        for item in value:
+            if type(item) not in _SCALARS and not _plain(item, depth - 1):
                 return False
         return True
     return kind in _SCALARS
@@ -98,7 +123,7 @@ def decode(text: str, key: str = "") -> Any:
     ) from None
 
 
-def _check(key: str, value: Any) -> None:
+def _check(key: str, value: Any, max_depth: int) -> None:
     # An explicit stack rather than recursion: deep values must fail with our error,
     # not a RecursionError, and ids on the stack of containers catch cycles.
     # Paths are kept as (parent, step) pairs and rendered only for an error message.
@@ -132,6 +157,11 @@ def _check(key: str, value: Any) -> None:
             ident = id(item)
             if ident in open_containers:
                 _refuse(key, where, "a reference cycle")
+            if len(open_containers) >= max_depth:
+                raise ValueNotSerializableError(
+                    f"Value for session key {key!r} nests containers more than {max_depth} "
+                    "levels deep; store it flatter."
+                )
             open_containers.add(ident)
             exits.append((len(stack), ident))
             if kind is dict:

@@ -32,6 +32,7 @@ __all__ = [
     "SupportsKeys",
     "SupportsMany",
     "SupportsMerge",
+    "SupportsMergeExisting",
     "SupportsPrefixCleanup",
 ]
 
@@ -115,6 +116,34 @@ class SupportsMerge(Protocol):
 
         Returns:
             The dict now stored.
+        """
+
+
+@runtime_checkable
+class SupportsMergeExisting(Protocol):
+    """`SupportsMerge` for an item that must already exist.
+
+    The session layer writes a changed or refreshed session with it, so a session that
+    another request ended meanwhile (a sign-out, a sign-in that replaced its id) is not
+    brought back by a slower request that loaded it before. Without it, the session
+    falls back to ``merge_item`` (which would re-create the item) or a re-read.
+
+    ``ttl`` follows the rule of `SupportsMerge`.
+    """
+
+    async def merge_existing(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: float | None = ...,
+    ) -> dict[str, Any] | None:
+        """Apply `set` and `delete` as `merge_item` does, to a live item only.
+
+        Returns:
+            The dict now stored, or None when no live item `key` existed (nothing is
+            written).
         """
 
 

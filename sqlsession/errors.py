@@ -19,6 +19,7 @@ __all__ = [
     "ReadOnlyDatabaseError",
     "SchemaError",
     "SessionError",
+    "SessionTooLargeError",
     "StorageError",
     "ValueNotSerializableError",
 ]
@@ -46,6 +47,15 @@ class InvalidKeyError(SessionError, ValueError):
 
 class InvalidTTLError(SessionError, ValueError):
     """A ttl is not None or a number of seconds from 0.001 to 100 years."""
+
+
+class SessionTooLargeError(SessionError, ValueError):
+    """A session would grow past its ``max_size``; nothing was changed.
+
+    Raised by the assignment that would make it too large, so the app can answer
+    413 (Content Too Large) or refuse the input; the message names the key and the
+    sizes, never the value.
+    """
 
 
 class ValueNotSerializableError(SessionError, TypeError):

@@ -106,12 +106,12 @@ async def test_request_session_round_trip_with_secure_defaults(
         response = await http.post("/put/user", json="ada")
         [header] = set_cookies(response)
         name_value, *attributes = header.split("; ")
-        assert name_value.startswith("session=")
+        assert name_value.startswith("__Host-session=")
         assert sorted(attributes) == sorted(
             ["Max-Age=1209600", "Path=/", "HttpOnly", "SameSite=Lax", "Secure"]
         )
         assert (await http.get("/")).json() == {"user": "ada"}
-        sid = name_value.removeprefix("session=")
+        sid = name_value.removeprefix("__Host-session=")
         assert await memory.get_item(storage_key(sid)) is not None
 
 
@@ -306,13 +306,13 @@ async def test_a_foreign_cookie_is_never_adopted(
 ) -> None:
     app = make_app(memory, clock=clock)
     async with client(app) as http:
-        response = await http.get("/", headers={"cookie": f"session={cookie}"})
+        response = await http.get("/", headers={"cookie": f"__Host-session={cookie}"})
         # Nothing stored under it: the browser is told to drop it.
         [header] = set_cookies(response)
-        assert header.startswith("session=; Max-Age=0;")
-        response = await http.post("/put/a", json=1, headers={"cookie": f"session={cookie}"})
+        assert header.startswith("__Host-session=; Max-Age=0;")
+        response = await http.post("/put/a", json=1, headers={"cookie": f"__Host-session={cookie}"})
     [header] = set_cookies(response)
-    new_id = header.split(";")[0].removeprefix("session=")
+    new_id = header.split(";")[0].removeprefix("__Host-session=")
     assert new_id != cookie
     assert len(new_id) == 43
 
@@ -321,19 +321,19 @@ async def test_regenerate_and_destroy_over_http(memory: MemoryDriver, clock: Fak
     app = make_app(memory, clock=clock)
     async with client(app) as http:
         await http.post("/put/cart", json=[1])
-        old = http.cookies["session"]
+        old = http.cookies["__Host-session"]
         await http.post("/regenerate")
-        new = http.cookies["session"]
+        new = http.cookies["__Host-session"]
         assert new != old
         assert (await http.get("/")).json() == {"cart": [1]}
         assert await memory.get_item(storage_key(old)) is None
         response = await http.post("/destroy")
-        assert set_cookies(response)[0].startswith("session=; Max-Age=0;")
-        assert "session" not in http.cookies
+        assert set_cookies(response)[0].startswith("__Host-session=; Max-Age=0;")
+        assert "__Host-session" not in http.cookies
         assert await memory.get_item(storage_key(new)) is None
         # Replaying the old cookies gets nothing.
         for replay in (old, new):
-            response = await http.get("/", headers={"cookie": f"session={replay}"})
+            response = await http.get("/", headers={"cookie": f"__Host-session={replay}"})
             assert response.json() == {}
 
 
@@ -412,6 +412,11 @@ class Failing(MemoryDriver):
         if self.fail_writes:
             raise OSError("disk full")
         return await super().merge_item(key, *args, **kwargs)
+
+    async def merge_existing(self, key: str, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        if self.fail_writes:
+            raise OSError("disk full")
+        return await super().merge_existing(key, *args, **kwargs)
 
     async def set_item(self, key: str, value: Any, *, ttl: Any = None) -> None:
         if self.fail_writes:
@@ -535,7 +540,7 @@ async def test_websocket_reads_the_session(memory: MemoryDriver, clock: FakeCloc
     app = make_app(memory, [WebSocketRoute("/ws", ws)], clock=clock)
     async with client(app) as http:
         await http.post("/put/user", json="ada")
-        sid = http.cookies["session"]
+        sid = http.cookies["__Host-session"]
     incoming = [{"type": "websocket.connect"}]
     sent: list[MutableMapping[str, Any]] = []
 
@@ -553,7 +558,7 @@ async def test_websocket_reads_the_session(memory: MemoryDriver, clock: FakeCloc
         "raw_path": b"/ws",
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"testserver"), (b"cookie", f"session={sid}".encode())],
+        "headers": [(b"host", b"testserver"), (b"cookie", f"__Host-session={sid}".encode())],
         "server": ("testserver", 443),
         "client": ("127.0.0.1", 1234),
         "subprotocols": [],
@@ -607,7 +612,7 @@ def test_a_secure_cookie_over_http_to_testserver_is_logged_once(
     assert "'testserver'" in message
     assert "https_only=False" in message
     assert "base_url='https://testserver'" in message
-    session_id = first.cookies["session"]
+    session_id = first.cookies["__Host-session"]
     assert session_id not in caplog.text
 
 

@@ -55,17 +55,17 @@ async def test_fastapi_sign_in_cart_and_sign_out(driver: Any, clock: FakeClock) 
         assert "set-cookie" not in refused.headers  # nothing was stored for the refusal
 
         await http.post("/sign-in/ada")
-        first = http.cookies["session"]
+        first = http.cookies["__Host-session"]
         assert (await http.post("/cart/tea")).json() == {"cart": ["tea"]}
         assert (await http.post("/cart/milk")).json() == {"cart": ["tea", "milk"]}
         assert (await http.get("/cart")).json() == {"cart": ["tea", "milk"]}
 
         # Signing in again regenerates the id; the data follows, the old id is dead.
         await http.post("/sign-in/ada")
-        assert http.cookies["session"] != first
+        assert http.cookies["__Host-session"] != first
         assert (await http.get("/cart")).json() == {"cart": ["tea", "milk"]}
         async with httpx.AsyncClient(
-            transport=transport, base_url="https://testserver", cookies={"session": first}
+            transport=transport, base_url="https://testserver", cookies={"__Host-session": first}
         ) as replay:
             assert (await replay.get("/cart")).json() == {"cart": []}
 
@@ -75,5 +75,5 @@ async def test_fastapi_sign_in_cart_and_sign_out(driver: Any, clock: FakeClock) 
         response = await http.post("/sign-out")
         assert response.status_code == 200
         assert "Max-Age=0" in response.headers["set-cookie"]
-        assert "session" not in http.cookies
+        assert "__Host-session" not in http.cookies
         assert (await http.get("/cart")).json() == {"cart": []}

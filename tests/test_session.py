@@ -111,19 +111,23 @@ async def test_a_delete_as_the_only_change_is_persisted(driver: Any, clock: Fake
     assert dict(await reopen(store, sid)) == {"b": 2}
 
 
-async def test_values_are_copied_at_assignment_and_read(driver: Any, clock: FakeClock) -> None:
+async def test_values_are_kept_as_assigned_and_edits_in_place_persist(
+    driver: Any, clock: FakeClock
+) -> None:
+    # Was "values are copied at assignment and read": issue 9 made the session behave
+    # as Starlette's, where a value changed in place after assignment or read is saved.
     store = SessionStore(driver, clock=clock)
     session = await store.load([])
     cart = [1]
     session["cart"] = cart
-    cart.append(2)  # after assignment: changes nothing stored
-    assert session["cart"] == [1]
-    session["cart"].append(3)  # a read is a copy too
-    assert session["cart"] == [1]
+    cart.append(2)  # after assignment: the session holds this very list
+    assert session["cart"] == [1, 2]
+    session["cart"].append(3)  # a read hands out the same list again
+    assert session["cart"] == [1, 2, 3]
     change = await store.commit(session)
     assert change is not None
     assert change.session_id is not None
-    assert (await reopen(store, change.session_id))["cart"] == [1]
+    assert (await reopen(store, change.session_id))["cart"] == [1, 2, 3]
 
 
 async def test_values_are_checked_at_assignment(clock: FakeClock) -> None:

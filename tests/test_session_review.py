@@ -184,7 +184,7 @@ async def test_a_stream_gets_its_headers_before_its_first_event(
     assert [m["type"] for m in sent] == ["http.response.start", *["http.response.body"] * 2]
     cookies = [v for k, v in sent[0]["headers"] if k == b"set-cookie"]
     assert len(cookies) == 1
-    sid = cookies[0].decode().split(";")[0].removeprefix("session=")
+    sid = cookies[0].decode().split(";")[0].removeprefix("__Host-session=")
     assert await memory.get_item(storage_key(sid)) is not None
 
 

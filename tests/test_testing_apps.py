@@ -83,7 +83,7 @@ def test_set_session_is_what_the_app_reads(client_sessions: ClientSessions) -> N
     with TestClient(make_app(driver), base_url=BASE) as client:
         session_id = client_sessions.set_session(client, {"user": "ada", "cart": ["tea"]})
         assert session_id is not None
-        assert client.cookies["session"] == session_id
+        assert client.cookies["__Host-session"] == session_id
         assert client.get("/me").json() == {
             "user": "ada",
             "data": {"user": "ada", "cart": ["tea"]},
@@ -132,7 +132,7 @@ async def test_get_session_reads_what_a_response_left(app_driver: Any, clock: Fa
         clock.advance(60)  # the middleware's clock and max_age apply to the helper too
         assert await sessions.aget_session(client) is None
         assert await sessions.aset_session(client, {}) is None  # nothing to store
-        assert "session" not in client.cookies
+        assert "__Host-session" not in client.cookies
 
 
 def test_the_middlewares_own_driver_is_used_when_it_loads_one(
@@ -152,7 +152,7 @@ def test_outside_a_with_block_and_with_another_cookie(client_sessions: ClientSes
     app = make_app(MemoryDriver(), session_cookie="__Host-sid")
     client = TestClient(app, base_url=BASE)  # no `with`: a new event loop per request
     client_sessions.set_session(client, {"user": "ada"})
-    assert "session" not in client.cookies
+    assert "__Host-session" not in client.cookies
     assert client.get("/me").json()["user"] == "ada"
     assert client_sessions.get_session(client) == {"user": "ada"}
 

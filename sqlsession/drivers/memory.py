@@ -175,9 +175,35 @@ class MemoryDriver(ExpiryMixin):
             ValueNotSerializableError: the stored value is not a dict, or `set` holds a
                 value that is not JSON.
         """
+        merged = self._merge(key, set, delete, ttl, create=True)
+        assert merged is not None  # an absent item starts from {}
+        return merged
+
+    async def merge_existing(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> dict[str, Any] | None:
+        """`merge_item` for an item that must exist: returns None, writing nothing, if not."""
+        return self._merge(key, set, delete, ttl, create=False)
+
+    def _merge(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None,
+        delete: Iterable[str],
+        ttl: Any,
+        *,
+        create: bool,
+    ) -> dict[str, Any] | None:
         changes, removals = prepare_merge(key, set, delete)
         expires_at = self._expires_at(ttl)
         item = self._live(key)
+        if item is None and not create:
+            return None
         merged = apply_merge(key, None if item is None else item[0], changes, removals)
         self._store(key, _codec.encode(key, merged), expires_at)
         return merged

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from ..web._cookies import CookiePolicy
+from ..web._cookies import CookiePolicy, default_cookie_name
 from ..web.asgi import SessionMiddleware
 from ..web.store import SessionStore
 
@@ -60,7 +60,8 @@ class ClientSessions:
         store: a `SessionStore` to use instead of the app's middleware, for apps where
             it cannot be found (a middleware inside a mounted sub-app, another
             framework). It must share the app's driver.
-        session_cookie: the cookie's name, with `store`.
+        session_cookie: the cookie's name, with `store` (None: the middleware's default
+            name for an https cookie on `path`, ``__Host-session`` on ``/``).
         path: the cookie's path, with `store`.
     """
 
@@ -68,10 +69,12 @@ class ClientSessions:
         self,
         *,
         store: SessionStore | None = None,
-        session_cookie: str = "session",
+        session_cookie: str | None = None,
         path: str = "/",
     ) -> None:
         self._store = store
+        if session_cookie is None:
+            session_cookie = default_cookie_name(https_only=True, path=path, domain=None)
         self._cookie = CookiePolicy(name=session_cookie, path=path) if store else None
 
     def _target(self, client: Any, app: Any) -> tuple[SessionStore, CookiePolicy]:

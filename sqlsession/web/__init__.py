@@ -14,10 +14,17 @@ and `Session.modified`. Nothing here imports a web framework.
 
 from .asgi import SessionMiddleware, get_session
 from .session import Clock, Session
-from .store import DEFAULT_MAX_AGE, CookieChange, SessionStore, end_user_sessions
+from .store import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_SIZE,
+    CookieChange,
+    SessionStore,
+    end_user_sessions,
+)
 
 __all__ = [
     "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_SIZE",
     "Clock",
     "CookieChange",
     "Session",

@@ -15,6 +15,21 @@ _TOKEN_CHARS = frozenset(chr(c) for c in range(33, 127)) - _SEPARATORS
 _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
+def default_cookie_name(*, https_only: bool, path: str, domain: str | None) -> str:
+    """The session cookie's name when the app gives none: the strongest prefix that fits.
+
+    ``__Host-`` (Secure, Path=/, no Domain) makes browsers refuse a cookie of that name
+    set over plain http or by a sibling subdomain, the two ways to plant a session id in
+    a visitor's browser; ``__Secure-`` keeps out the http one. Over plain http (local
+    development) no prefix is allowed.
+    """
+    if not https_only:
+        return "session"
+    if path == "/" and domain is None:
+        return "__Host-session"
+    return "__Secure-session"
+
+
 def check_cookie_name(name: object) -> str:
     """Return `name` if it is a valid RFC 6265 cookie name, else raise `ConfigError`."""
     if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARS:

@@ -6,8 +6,10 @@ User ids (see ``Session.bind_user``) are turned into storage keys here too.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
+from collections.abc import Callable
 
 ID_BYTES = 32
 """256 bits from the operating system's CSPRNG, as URL-safe base64 (43 characters)."""
@@ -55,8 +57,28 @@ def check_user_id(user_id: object) -> str:
 
 
 def user_key(user_id: str) -> str:
-    """The driver key holding a user's session generation (for "sign out everywhere")."""
+    """The driver key holding a user's session generation (for "sign out everywhere").
+
+    A plain SHA-256: user ids are guessable (a numeric id is found from its hash in
+    milliseconds), so this hides nothing from whoever reads the table; with a secret,
+    `keyed_user_key` does.
+    """
     return USER_PREFIX + _digest(user_id)
+
+
+def keyed_user_key(secret: str | bytes | None) -> Callable[[str], str]:
+    """`user_key`, or with a secret, the same key made with HMAC-SHA256 under `secret`.
+
+    Without the secret, the table holds no way to test a guessed user id.
+    """
+    if secret is None:
+        return user_key
+    key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+
+    def keyed(user_id: str) -> str:
+        return USER_PREFIX + hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    return keyed
 
 
 def log_label(session_id: str) -> str:

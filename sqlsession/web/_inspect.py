@@ -76,7 +76,11 @@ def _label(key: str, prefix: str) -> str:
 
 
 async def _describe(
-    driver: SQLDriver, key: str, row: _row.Row, token: Callable[[str], Awaitable[str]], now_ms: int
+    driver: SQLDriver,
+    key: str,
+    row: _row.Row,
+    token: Callable[[str], Awaitable[str | None]],
+    now_ms: int,
 ) -> SessionInfo | None:
     expires = await driver.get_expiry(key)
     if expires is None:
@@ -87,7 +91,7 @@ async def _describe(
         seen_ms=row.seen,
         expires=None if expires == math.inf else expires,
         user=None if row.user is None else _label(row.user[0], _ids.USER_PREFIX),
-        signed_in=row.user is None or await token(row.user[0]) == row.user[1],
+        signed_in=row.user is None or await token(row.user[0]) in (None, row.user[1]),
         # Keys past their own expiry are gone for the app; they are for us too.
         entries={n: e for n, e in sorted(row.entries.items()) if e[1] is None or e[1] > now_ms},
     )
@@ -115,7 +119,7 @@ async def read_session(driver: SQLDriver, key: str, *, now_ms: int) -> SessionIn
             "the session layer replaces it when it is next presented."
         )
 
-    async def token(user_key: str) -> str:
+    async def token(user_key: str) -> str | None:
         return _row.generation_token(await driver.get_item(user_key))
 
     return await _describe(driver, key, row, token, now_ms)
@@ -152,9 +156,9 @@ async def list_sessions(driver: SQLDriver, *, user: str | None, limit: int, now_
     """
     wanted = None if user is None else _ids.user_key(_ids.check_user_id(user))
     keys = await driver.get_keys(_ids.SESSION_PREFIX)
-    tokens: dict[str, str] = {}
+    tokens: dict[str, str | None] = {}
 
-    async def token(user_key: str) -> str:
+    async def token(user_key: str) -> str | None:
         # Read once per user, not once per session.
         if user_key not in tokens:
             tokens[user_key] = _row.generation_token(await driver.get_item(user_key))

@@ -23,12 +23,43 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _codec
-from ..errors import ValueNotSerializableError
+from ..errors import InvalidKeyError, ValueNotSerializableError
 
 Entry = tuple[str, "int | None"]
 """One session key's value as JSON text, and its expiry in ms since the epoch (or None)."""
 
 _KEY = "k:"
+# How many containers the row adds around a value: the row itself and the entry.
+_ROW_DEPTH = 2
+VALUE_MAX_DEPTH = _codec.MAX_DEPTH - _ROW_DEPTH
+"""How deeply a session value may nest, so that its row stays within `_codec.MAX_DEPTH`."""
+
+
+def check_name(name: str) -> str:
+    """Return the session key `name` if its row can hold it, else raise `InvalidKeyError`."""
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                "Session key contains a lone surrogate, which is not valid Unicode text and "
+                f"cannot be stored: {name!r}."
+            ) from None
+    return name
+
+
+def encode_value(name: str, value: Any) -> str:
+    """`value` as JSON text, refused by the rules its row will be written by at commit."""
+    return _codec.encode(name, value, max_depth=VALUE_MAX_DEPTH)
+
+
+def _byte_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def size(entries: Mapping[str, Entry]) -> int:
+    """The bytes of a session's key names and JSON values (what ``max_size`` bounds)."""
+    return sum(_byte_length(name) + _byte_length(text) for name, (text, _) in entries.items())
 
 
 # No repr: the entries are the visitor's data, and reprs end up in logs.
@@ -110,8 +141,14 @@ def new_generation() -> dict[str, Any]:
     return {"g": secrets.token_urlsafe(16)}
 
 
-def generation_token(value: Any) -> str:
-    """The token in a user's generation item ("" when there is none)."""
+def generation_token(value: Any) -> str | None:
+    """The token in a user's generation item (None when there is none).
+
+    No item means no `sign_out_everywhere` is in force for the user: every session
+    bound to them is valid. An item lives as long as the longest session it can end
+    (see `SessionStore.commit`), so by the time it expires, every session bound before
+    it has expired too.
+    """
     if isinstance(value, dict) and isinstance(value.get("g"), str):
         return str(value["g"])
-    return ""
+    return None

@@ -1,9 +1,9 @@
 """Server-side sessions for any ASGI app (Starlette, FastAPI): ``request.session`` on a driver.
 
 Pure ASGI: nothing here imports Starlette. The options mirror Starlette's cookie
-``SessionMiddleware`` so that switching is one line::
+``SessionMiddleware`` so that switching is one line, plus the key the app signs in with::
 
-    app.add_middleware(SessionMiddleware, driver=session_drivers.sql())
+    app.add_middleware(SessionMiddleware, driver=session_drivers.sql(), identity_key="user")
 
 The session is loaded before the app runs, and only when the request carries a session
 cookie, because Starlette's ``request.session`` is synchronous. It is committed when the
@@ -20,7 +20,9 @@ unreachable database) stops the server from starting instead of failing requests
 A response gets ``Vary: Cookie`` when the app read or changed the session before the
 response started, or when the cookie changes, so a shared cache does not serve one
 visitor's page to another. (A streaming body that reads the session only after the
-response has started cannot add it; send ``Vary: Cookie`` yourself there.)
+response has started cannot add it; send ``Vary: Cookie`` yourself there.) A response
+that sets or expires the cookie is also made ``Cache-Control: private``, unless it is
+already ``private`` or ``no-store``: no shared cache may store a session id.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ from typing import Any, NoReturn
 
 from ..config import SessionDriverConfig
 from ..driver import SessionDriver, SupportsDispose
-from ..errors import DatabaseUnavailableError, OperationTimeoutError, SessionError
+from ..errors import (
+    DatabaseUnavailableError,
+    OperationTimeoutError,
+    SessionError,
+    SessionTooLargeError,
+)
 from ..loader import load_driver
-from ._cookies import CookiePolicy
+from ._cookies import CookiePolicy, default_cookie_name
+from ._state import DEFAULT_MAX_SIZE
 from .session import Clock, Session
 from .store import DEFAULT_MAX_AGE, CookieChange, SessionStore
 
@@ -48,6 +56,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ERROR_BODY = b"Internal Server Error"
+_TOO_LARGE_BODY = b"Content Too Large: the session cannot hold this much."
+# Cache-Control directives that let a shared cache store a response.
+_SHARED_DIRECTIVES = frozenset({b"public", b"s-maxage"})
 _UNAVAILABLE_BODY = b"Service Unavailable"
 # What the startup check reads: a key no session or user item ever has.
 _STARTUP_PROBE = "sqlsession:startup-check"
@@ -66,7 +77,12 @@ class SessionMiddleware:
             lifespan shutdown) or a driver object (used as is, never disposed by the
             middleware). Either is checked at lifespan startup by reading one item; a
             failure fails the server's startup with one line.
-        session_cookie: the cookie's name, an RFC 6265 token.
+        session_cookie: the cookie's name, an RFC 6265 token. By default
+            ``__Host-session`` (with `https_only`, ``path="/"`` and no `domain`: browsers
+            then refuse a cookie of that name planted over http or from another
+            subdomain, so an attacker cannot fix a visitor's session id),
+            ``__Secure-session`` with `https_only` and a `domain` or another `path`, and
+            ``session`` without `https_only`. A name you give is used as is.
         max_age: absolute lifetime in seconds, from the session's creation; no activity
             extends it. None: no absolute limit, and the cookie lasts until the browser
             closes (unless `idle_timeout` is set).
@@ -77,11 +93,28 @@ class SessionMiddleware:
         domain: the cookie's Domain (None: this host only).
         idle_timeout: seconds without a request after which the session ends (sliding;
             None: off). Activity is written at most once per half of it.
+        max_size: the most bytes a session may hold (key names and JSON values; 256
+            KiB by default, None: no limit). An assignment past it raises
+            `SessionTooLargeError` (a ``ValueError``), for the app to answer 413; a
+            session grown past it by changes made in place is not saved and the
+            response becomes a 413.
+        identity_key: the session key the app signs users in with, as with Starlette's
+            sessions (``request.session["user"] = name``). Assigning it then does what
+            `Session.bind_user` does (a new id, the session bound to that user, so
+            `Session.sign_out_everywhere` works; emptied first when it held another
+            user); deleting it, or assigning None or "", signs out (a new id, no
+            user). A str value is the user id; another value is identified by its JSON
+            text (``42`` is the user ``"42"``).
+        secret_key: a secret that makes the stored user keys HMAC-SHA256 of the user
+            ids, which a reader of the table cannot test guesses against (without it,
+            plain SHA-256, and user ids are easy to guess). Sessions need no secret:
+            this is the only use. The name matches Starlette's middleware.
         clock: returns seconds since the epoch; tests pass a fake one to move time.
 
     Raises:
         ConfigError: the cookie name or an attribute is invalid, or a ``__Host-`` or
-            ``__Secure-`` name comes with options browsers drop such cookies for.
+            ``__Secure-`` name comes with options browsers drop such cookies for, or
+            `max_size`, `identity_key` or `secret_key` is invalid.
         InvalidTTLError: `max_age` or `idle_timeout` is not None or at least 0.001.
         TypeError: `driver` is neither a config nor a driver.
     """
@@ -91,16 +124,21 @@ class SessionMiddleware:
         app: ASGIApp,
         driver: Any,
         *,
-        session_cookie: str = "session",
+        session_cookie: str | None = None,
         max_age: float | None = DEFAULT_MAX_AGE,
         path: str = "/",
         same_site: str = "lax",
         https_only: bool = True,
         domain: str | None = None,
         idle_timeout: float | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        identity_key: str | None = None,
+        secret_key: str | bytes | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.app = app
+        if session_cookie is None:
+            session_cookie = default_cookie_name(https_only=https_only, path=path, domain=domain)
         self.cookie = CookiePolicy(
             name=session_cookie,
             path=path,
@@ -118,6 +156,9 @@ class SessionMiddleware:
         self._options: dict[str, Any] = {
             "max_age": max_age,
             "idle_timeout": idle_timeout,
+            "max_size": max_size,
+            "identity_key": identity_key,
+            "secret_key": secret_key,
             "clock": clock,
         }
         # Validate the timeouts now rather than on the first request.
@@ -277,6 +318,11 @@ class SessionMiddleware:
                 # first chunk takes a while (server-sent events) still gets its headers.
                 try:
                     change = await store.commit(session)
+                except SessionTooLargeError as exc:
+                    logger.warning("%s Answering 413 instead.", exc)
+                    failed = True
+                    await _send_error(send, exc)
+                    return
                 except Exception as exc:
                     logger.exception(
                         "Saving the session failed; answering %d instead.", _status_of(exc)
@@ -288,6 +334,7 @@ class SessionMiddleware:
                     headers = list(message.get("headers", []))
                     if change is not None:
                         headers.append((b"set-cookie", self._set_cookie(change)))
+                        _make_private(headers)
                         if change.session_id is not None:
                             self._warn_if_dropped(scope)
                     # The response depends on the session (even an empty one: what a
@@ -370,14 +417,41 @@ def _add_vary_cookie(headers: list[Any]) -> None:
         headers[first] = (name, value + b", Cookie" if value.strip() else b"Cookie")
 
 
+def _make_private(headers: list[Any]) -> None:
+    """Keep a response that carries a session cookie out of shared caches.
+
+    Unless its Cache-Control already says ``private`` or ``no-store``, ``public`` and
+    ``s-maxage`` are dropped from it and ``private`` is added (a response without
+    Cache-Control gets ``Cache-Control: private``); the other directives, such as
+    ``max-age`` for the browser's own cache, stay. Several Cache-Control headers are
+    merged into one.
+    """
+    directives: list[bytes] = []
+    others: list[Any] = []
+    for name, value in headers:
+        if name.lower() == b"cache-control":
+            directives.extend(d.strip() for d in bytes(value).split(b",") if d.strip())
+        else:
+            others.append((name, value))
+    names = [d.partition(b"=")[0].strip().lower() for d in directives]
+    # A field-limited private="set-cookie" still lets a shared cache store the rest.
+    if b"no-store" in names or b"private" in [d.lower() for d in directives]:
+        return
+    kept = [d for d, n in zip(directives, names, strict=True) if n not in _SHARED_DIRECTIVES]
+    headers[:] = [*others, (b"cache-control", b", ".join([b"private", *kept]))]
+
+
 def _status_of(exc: BaseException) -> int:
-    """503 when the database is down, starting, full or too slow (waiting may help); else 500."""
+    """503 when the database is down, starting, full or too slow (waiting may help); 413
+    for a session grown past its max_size; else 500."""
+    if isinstance(exc, SessionTooLargeError):
+        return 413
     return 503 if isinstance(exc, DatabaseUnavailableError | OperationTimeoutError) else 500
 
 
 async def _send_error(send: Send, exc: BaseException) -> None:
     status = _status_of(exc)
-    body = _UNAVAILABLE_BODY if status == 503 else _ERROR_BODY
+    body = {503: _UNAVAILABLE_BODY, 413: _TOO_LARGE_BODY}.get(status, _ERROR_BODY)
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),

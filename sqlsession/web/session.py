@@ -8,14 +8,15 @@ middleware use the public `accessed` and `modified` instead.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 from .. import _codec, _validate
-from ..errors import SessionError
-from . import _ids
+from ..errors import SessionError, SessionTooLargeError
+from . import _ids, _row
 from ._row import Entry
 from ._state import SessionState
 
@@ -28,10 +29,13 @@ Clock = Callable[[], float]
 class Session(MutableMapping[str, Any]):
     """One visitor's session data: a mutable mapping of str keys to JSON values.
 
-    Values are copied when assigned and when read (they are kept as JSON text), so
-    mutating a list read from the session changes nothing until it is assigned again;
-    a value that is not JSON is refused at assignment with `ValueNotSerializableError`.
-    Changes are written when the request ends, by `SessionStore.commit`.
+    As with Starlette's sessions, reading a key hands out one object per request, and
+    changes made to it in place (``session["cart"].append(x)``, a key set in a nested
+    dict) are saved: the commit re-encodes the mutable values the app was handed and
+    writes the keys whose JSON changed. A value that is not JSON, or would make the
+    session larger than the store's ``max_size``, is refused at assignment
+    (`ValueNotSerializableError`, `SessionTooLargeError`). Changes are written when the
+    request ends, by `SessionStore.commit`.
 
     A `Session` is built by `SessionStore.load`; ``Session()`` is a new, empty one.
 
@@ -60,8 +64,10 @@ class Session(MutableMapping[str, Any]):
 
         True after any assignment or deletion, `clear`, `regenerate`, `destroy`,
         `bind_user` or `sign_out_everywhere`, even one that leaves the data as it was
-        (the commit then writes nothing). False does not mean the commit writes nothing:
-        with ``idle_timeout`` an unchanged session is refreshed now and then.
+        (the commit then writes nothing). Changes made in place to a value read from the
+        session are found only by the commit, so they do not show here. False does not
+        mean the commit writes nothing: with ``idle_timeout`` an unchanged session is
+        refreshed now and then.
         """
         return self._state.modified
 
@@ -81,7 +87,11 @@ class Session(MutableMapping[str, Any]):
         entry = self._live(key)
         if entry is None:
             raise KeyError(key)
-        return _codec.decode(entry[0])
+        values = self._state.values
+        if key in values:
+            return values[key]
+        value = values[key] = _codec.decode(entry[0])
+        return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -89,8 +99,14 @@ class Session(MutableMapping[str, Any]):
     def __delitem__(self, key: str) -> None:
         if self._live(key) is None:
             raise KeyError(key)
+        self._forget(key)
+        if key == self._state.policy.identity_key:
+            self._sign_out()
+
+    def _forget(self, key: str) -> None:
         state = self._state
         del state.entries[key]
+        state.values.pop(key, None)
         state.changed.discard(key)
         state.deleted.add(key)
         state.modified = True
@@ -115,41 +131,90 @@ class Session(MutableMapping[str, Any]):
         return f"<Session keys={sorted(self._names())!r}>"
 
     def clear(self) -> None:
-        """Delete every key; the session itself stays (use `destroy` to end it)."""
+        """Delete every key and sign the user out, under a new id (as Django's ``flush()``).
+
+        Starlette apps sign out with ``request.session.clear()``: the session then also
+        gets a new id and loses its user binding (`bind_user`), so whoever knew the old
+        id holds nothing. Use `destroy` to also expire the cookie.
+        """
         state = self._state
         state.accessed = state.modified = True
+        self._empty()
+        self._sign_out()
+
+    def _empty(self) -> None:
+        state = self._state
         for name in list(state.entries):
-            del state.entries[name]
-            state.changed.discard(name)
-            state.deleted.add(name)
+            self._forget(name)
+        state.values.clear()
+
+    def _sign_out(self) -> None:
+        state = self._state
+        state.user = None
+        state.bind = None
+        self.regenerate()
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store a copy of `value` under `key`, optionally only for `ttl` seconds.
+        """Store `value` under `key`, optionally only for `ttl` seconds.
+
+        The object itself is kept for the rest of the request (reading `key` returns
+        it), and changes made to it in place before the commit are saved.
 
         Args:
             key: a str.
-            value: dicts with str keys, lists, str, int, float, bool or None.
+            value: dicts with str keys, lists, str, int, float, bool or None, nested at
+                most 498 containers deep.
             ttl: seconds after which the key disappears on its own (None: it lives as
                 long as the session). ``session[key] = value`` is ``set(key, value)``.
 
         Raises:
             TypeError: `key` is not a str.
+            InvalidKeyError: `key` holds a lone surrogate (it cannot be stored).
             ValueNotSerializableError: `value` is not JSON.
             InvalidTTLError: `ttl` is not None or at least 0.001 seconds.
+            SessionTooLargeError: the session would grow past the store's ``max_size``;
+                nothing was changed.
         """
         if type(key) is not str:
             raise TypeError(f"Session keys must be str, got {type(key).__name__}: {key!r}.")
+        _row.check_name(key)
         state = self._state
         state.accessed = True
         seconds = _validate.check_ttl(ttl)
-        text = _codec.encode(key, value)
+        text = _row.encode_value(key, value)
+        signing_in = key == state.policy.identity_key
+        user_id = _identity(value) if signing_in else None
+        # Signing in as another user empties the session: only this key will be left.
+        switching = signing_in and self._switches_user(user_id)
+        self._check_size(key, text, alone=switching)
+        if signing_in:
+            if user_id is None:
+                if self._bound_key() is not None:
+                    self._sign_out()
+            elif switching or self._bound_key() is None:
+                self.bind_user(user_id)
         expires = None if seconds is None else self._now_ms() + math.ceil(seconds * 1000)
         state.entries[key] = (text, expires)
+        state.values[key] = value
         state.deleted.discard(key)
         state.changed.add(key)
         state.modified = True
         if state.id is None:
             state.id = _ids.new_id()
+
+    def _check_size(self, key: str, text: str, *, alone: bool) -> None:
+        """Refuse `text` under `key` if the session would outgrow ``max_size``."""
+        state = self._state
+        limit = state.policy.max_size
+        if limit is None:
+            return
+        others = {} if alone else {n: e for n, e in state.entries.items() if n != key}
+        size = _row.size({**others, key: (text, None)})
+        if size > limit:
+            raise SessionTooLargeError(
+                f"Storing session key {key!r} would make the session {size} bytes, more "
+                f"than its max_size of {limit}: store less (or raise max_size)."
+            )
 
     # -- the session's identity ---------------------------------------------------------
 
@@ -189,18 +254,38 @@ class Session(MutableMapping[str, Any]):
         state.bind = None
         state.entries.clear()
         state.original.clear()
+        state.values.clear()
         state.changed.clear()
         state.deleted.clear()
         state.regenerated = False
         state.destroyed = state.modified = True
 
+    def _switches_user(self, user_id: str | None) -> bool:
+        """Whether binding `user_id` replaces another bound user (None, a sign-out: no)."""
+        bound = self._bound_key()
+        return (
+            user_id is not None
+            and bound is not None
+            and bound != self._state.policy.user_key(user_id)
+        )
+
+    def _bound_key(self) -> str | None:
+        """The storage key of the user this session is (or is about to be) bound to."""
+        state = self._state
+        if state.bind is not None:
+            return state.policy.user_key(state.bind)
+        return None if state.user is None else state.user[0]
+
     def bind_user(self, user_id: str) -> None:
         """Tie the session to `user_id`, so `sign_out_everywhere` can end it; also regenerates.
 
         Call it at sign-in. It gives the session a new id (as `regenerate`), so an id
-        planted in the visitor's browser before sign-in is worthless afterwards. Only a
-        hash of `user_id` is stored. A bound session costs one more read per request:
-        its user's generation token, compared with the one it was bound to.
+        planted in the visitor's browser before sign-in is worthless afterwards. A
+        session bound to another user is emptied first (as Django's ``login()``): one
+        user's data never carries over to the next. Only a hash of `user_id` is stored
+        (keyed with the middleware's ``secret_key`` when it has one). A bound session
+        costs one more read per request: its user's generation token, compared with the
+        one it was bound to.
 
         Args:
             user_id: the signed-in user's id.
@@ -208,7 +293,14 @@ class Session(MutableMapping[str, Any]):
         Raises:
             TypeError: `user_id` is not a non-empty str.
         """
-        self._state.bind = _ids.check_user_id(user_id)
+        user_id = _ids.check_user_id(user_id)
+        state = self._state
+        state.accessed = True
+        bound = self._bound_key()
+        if bound is not None and bound != state.policy.user_key(user_id):
+            self._empty()
+            state.user = None
+        state.bind = user_id
         self.regenerate()
 
     def sign_out_everywhere(self) -> None:
@@ -222,17 +314,27 @@ class Session(MutableMapping[str, Any]):
         """
         state = self._state
         state.accessed = True
-        if state.bind is not None:
-            user = _ids.user_key(state.bind)
-        elif state.user is not None:
-            user = state.user[0]
-        else:
+        user = self._bound_key()
+        if user is None:
             raise SessionError(
                 "sign_out_everywhere() needs a session bound to a user: call "
                 "session.bind_user(user_id) at sign-in."
             )
         state.revoke = user
         self.destroy()
+
+
+def _identity(value: Any) -> str | None:
+    """The user id an assignment to the identity key signs in (None: signs out).
+
+    A str is the id itself (as `bind_user` takes it); None and "" sign out; any other
+    value is identified by its JSON text with sorted keys, so ``42`` is the user "42".
+    """
+    if value is None or value == "":
+        return None
+    if type(value) is str:
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def state_of(session: Session) -> SessionState:

@@ -1,17 +1,22 @@
 """`SessionStore`: loads a `Session` through a driver and commits its changes.
 
 Concurrent requests of one session that change different keys both persist: the commit
-sends only the entries that changed (and the names deleted) to ``merge_item`` on a
-`SupportsMerge` driver, which applies them to the stored row in one atomic step, across
-processes. Any other driver gets a re-read of the row just before the write, with only
-this request's changes applied on top: a change made by another request in between the
-two calls is lost (last writer wins). The row format is in `sqlsession.web._row`.
+sends only the entries that changed (and the names deleted) to ``merge_existing`` on a
+`SupportsMergeExisting` driver (else ``merge_item`` on a `SupportsMerge` one), which
+applies them to the stored row in one atomic step, across processes; ``merge_existing``
+also leaves a row that another request removed meanwhile removed. Any other driver gets
+a re-read of the row just before the write, with only this request's changes applied on
+top: a change made by another request in between the two calls is lost (last writer
+wins). The row format is in `sqlsession.web._row`.
+
+Changed keys are found by comparison: a key the app assigned or deleted, and a mutable
+value it read and changed in place, whose JSON differs from what was loaded.
 
 Writes per request: none for a request without a session cookie that stores nothing,
 and none for an unchanged session, except that with ``idle_timeout`` one refresh write
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
-``merge_item``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
 """
 
 from __future__ import annotations
@@ -23,14 +28,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _validate
-from ..driver import SessionDriver, SupportsExpiry, SupportsMerge
-from ..errors import CorruptValueError, SessionError
+from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
+from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
 from ._row import Entry
-from ._state import SessionState
+from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .session import Clock, Session, state_of
 
-__all__ = ["DEFAULT_MAX_AGE", "CookieChange", "SessionStore", "end_user_sessions"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_SIZE",
+    "CookieChange",
+    "SessionStore",
+    "end_user_sessions",
+]
 
 logger = logging.getLogger("sqlsession")
 
@@ -63,19 +74,27 @@ class SessionStore:
     """Loads sessions from a driver and commits their changes; framework-agnostic.
 
     Args:
-        driver: any `SessionDriver`. Atomic commits need `SupportsMerge`; rows expire
-            with the session only on a `SupportsExpiry` driver (without it, expired
-            sessions are refused on load and their rows left to the driver).
+        driver: any `SessionDriver`. Atomic commits need `SupportsMergeExisting` (or
+            `SupportsMerge`, which may bring back a session another request ended);
+            rows expire with the session only on a `SupportsExpiry` driver (without it,
+            expired sessions are refused on load and their rows left to the driver).
         max_age: absolute lifetime in seconds, counted from creation; no activity
             extends it (None: no absolute limit).
         idle_timeout: the session ends after this many seconds without a request
             (None: no idle limit). Activity is written at most once per half of it, so
             a session ends between ``idle_timeout / 2`` and ``idle_timeout`` after its
             last request.
+        max_size: the most bytes a session may hold (its key names and JSON values);
+            an assignment past it raises `SessionTooLargeError` (None: no limit).
+        identity_key: a session key whose assignment signs a user in, as
+            `Session.bind_user` does (see `SessionMiddleware`); None: none.
+        secret_key: when given, user ids are stored as HMAC-SHA256 keyed with it
+            rather than plain SHA-256 (see `Session.bind_user`).
         clock: returns seconds since the epoch (default ``time.time``).
 
     Raises:
         InvalidTTLError: `max_age` or `idle_timeout` is not None or 0.001 s to 100 years.
+        ConfigError: `max_size`, `identity_key` or `secret_key` is invalid.
     """
 
     def __init__(
@@ -84,15 +103,26 @@ class SessionStore:
         *,
         max_age: float | None = DEFAULT_MAX_AGE,
         idle_timeout: float | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        identity_key: str | None = None,
+        secret_key: str | bytes | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.driver = driver
         self.max_age = _validate.check_ttl(max_age, what="max_age")
         self.idle_timeout = _validate.check_ttl(idle_timeout, what="idle_timeout")
+        self.max_size = None if max_size is None else _check_max_size(max_size)
+        self.identity_key = _check_identity_key(identity_key)
+        self._policy = Policy(
+            max_size=self.max_size,
+            identity_key=self.identity_key,
+            user_key=_ids.keyed_user_key(_check_secret(secret_key)),
+        )
         self._clock: Clock = clock if clock is not None else time.time
         # Which optional capabilities to use is decided once, not per request.
         self._expiry = isinstance(driver, SupportsExpiry)
         self._merge = driver if isinstance(driver, SupportsMerge) else None
+        self._merge_existing = driver if isinstance(driver, SupportsMergeExisting) else None
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
@@ -119,6 +149,7 @@ class SessionStore:
         """
         session = Session(clock=self._clock)
         state = state_of(session)
+        state.policy = self._policy
         state.presented = bool(cookie_values)
         candidates = [v for v in cookie_values if _ids.is_well_formed(v)]
         for session_id in candidates[:_MAX_CANDIDATES]:
@@ -151,7 +182,7 @@ class SessionStore:
             if not self._alive(row):
                 state.discard.add(key)
                 continue
-            if row.user is not None and await self._user_token(row.user[0]) != row.user[1]:
+            if row.user is not None and not await self._still_signed_in(row.user):
                 logger.info("Session %s was ended by sign_out_everywhere.", label)
                 state.discard.add(key)
                 continue
@@ -167,7 +198,7 @@ class SessionStore:
             return False
         return not (self.idle_timeout is not None and row.seen + self.idle_timeout * 1000 <= now)
 
-    async def _user_token(self, user_key: str) -> str:
+    async def _user_token(self, user_key: str) -> str | None:
         try:
             return _row.generation_token(await self.driver.get_item(user_key))
         except CorruptValueError:
@@ -178,9 +209,13 @@ class SessionStore:
                 "sessions bound to that user."
             )
             generation = _row.new_generation()
-            ttl = {"ttl": None} if self._expiry else {}
+            ttl = {"ttl": self._marker_ttl()} if self._expiry else {}
             await self.driver.set_item(user_key, generation, **ttl)
             return str(generation["g"])
+
+    async def _still_signed_in(self, user: list[str]) -> bool:
+        token = await self._user_token(user[0])
+        return token is None or token == user[1]
 
     # -- committing ------------------------------------------------------------------
 
@@ -213,14 +248,14 @@ class SessionStore:
         """
         state = state_of(session)
         now = self._now_ms()
+        if state.values and state.take_in_place_edits():
+            self._check_size(state)
         if state.revoke is not None:
-            # No expiry: were it to vanish, sessions bound before it would match again.
-            ttl = {"ttl": None} if self._expiry else {}
-            await self.driver.set_item(state.revoke, _row.new_generation(), **ttl)
+            await _revoke(self.driver, state.revoke, self._marker_ttl())
             state.revoke = None
         if state.bind is not None:
-            user = _ids.user_key(state.bind)
-            state.user = [user, await self._user_token(user)]
+            user = state.policy.user_key(state.bind)
+            state.user = [user, await self._user_token(user) or ""]
         change = await self._write(state, now)
         for key in sorted(state.discard):
             await self.driver.remove_item(key)
@@ -231,6 +266,33 @@ class SessionStore:
             change = CookieChange(None)
         state.modified = False
         return change
+
+    def _check_size(self, state: SessionState) -> None:
+        size = _row.size(state.entries)
+        if self.max_size is not None and size > self.max_size:
+            raise SessionTooLargeError(
+                f"The session grew to {size} bytes through changes made in place, more than "
+                f"its max_size of {self.max_size}; nothing was saved. Store less, or check "
+                "sizes before appending to session values."
+            )
+
+    def _marker_ttl(self) -> float | None:
+        """How long a user's generation item must live: as long as any session it ends.
+
+        A session alive now lives at most `max_age` more (it counts from creation) and,
+        unless it is presented (and then ended), at most `idle_timeout` more.
+        """
+        now = self._now_ms()
+        return self._row_ttl(now, now)
+
+    async def end_user_sessions(self, user_id: str) -> None:
+        """End every session bound to `user_id`, outside a request (as `end_user_sessions`).
+
+        Raises:
+            TypeError: `user_id` is not a non-empty str.
+        """
+        user = self._policy.user_key(_ids.check_user_id(user_id))
+        await _revoke(self.driver, user, self._marker_ttl())
 
     async def _write(self, state: SessionState, now: int) -> CookieChange | None:
         now_entries = {n: e for n, e in state.entries.items() if e[1] is None or e[1] > now}
@@ -281,7 +343,16 @@ class SessionStore:
             state.stored_id = None
             return None
         changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
-        if self._merge is not None:
+        if self._merge_existing is not None:
+            stored = await self._merge_existing.merge_existing(
+                key, set=changes, delete=removals, **self._ttl_kwargs(ttl)
+            )
+            if stored is None:
+                # Ended by another request meanwhile (a sign-out, or a sign-in that
+                # replaced this id): do not bring it back, and do not send its id again
+                # (nor expire the cookie, which may carry the id that replaced it).
+                return None
+        elif self._merge is not None:
             await self._merge.merge_item(key, set=changes, delete=removals, **self._ttl_kwargs(ttl))
         else:
             current = await self.driver.get_item(key)
@@ -299,20 +370,63 @@ class SessionStore:
         return CookieChange(state.stored_id, ttl)
 
 
-async def end_user_sessions(driver: SessionDriver, user_id: str) -> None:
+async def end_user_sessions(
+    driver: SessionDriver,
+    user_id: str,
+    *,
+    max_age: float | None = DEFAULT_MAX_AGE,
+    idle_timeout: float | None = None,
+    secret_key: str | bytes | None = None,
+) -> None:
     """End every session bound to `user_id` with `Session.bind_user`, outside a request.
 
     For an admin tool or a password-reset handler. Sessions are invalidated, not deleted:
-    each one's row is removed the next time it is presented, or expires.
+    each one's row is removed the next time it is presented, or expires. Pass the
+    `max_age`, `idle_timeout` and `secret_key` the app's middleware has: the first two
+    decide how long the user's marker row is kept (as long as a session it ends can
+    live), the last how the user id is hashed.
 
     Args:
         driver: the driver the sessions live in.
         user_id: the id that was passed to `bind_user`.
+        max_age: the sessions' ``max_age``.
+        idle_timeout: the sessions' ``idle_timeout``.
+        secret_key: the middleware's ``secret_key``.
 
     Raises:
         TypeError: `user_id` is not a non-empty str.
+        InvalidTTLError, ConfigError: an option is invalid.
     """
-    user_key = _ids.user_key(_ids.check_user_id(user_id))
-    # No expiry, as in SessionStore.commit.
-    kwargs = {"ttl": None} if isinstance(driver, SupportsExpiry) else {}
+    store = SessionStore(driver, max_age=max_age, idle_timeout=idle_timeout, secret_key=secret_key)
+    await store.end_user_sessions(user_id)
+
+
+async def _revoke(driver: SessionDriver, user_key: str, ttl: float | None) -> None:
+    """Replace the generation token of `user_key`, ending the sessions bound to it."""
+    kwargs = {"ttl": ttl} if isinstance(driver, SupportsExpiry) else {}
     await driver.set_item(user_key, _row.new_generation(), **kwargs)
+
+
+def _check_max_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"max_size must be a number of bytes of at least 1, or None for no limit, "
+            f"got {value!r}."
+        )
+    return value
+
+
+def _check_identity_key(value: object) -> str | None:
+    if value is not None and (type(value) is not str or not value):
+        raise ConfigError(f"identity_key must be a non-empty str or None, got {value!r}.")
+    return value
+
+
+def _check_secret(value: object) -> str | bytes | None:
+    # Never the value in the message: it is a secret.
+    if value is not None and (not isinstance(value, str | bytes) or not value):
+        raise ConfigError(
+            "secret_key must be a non-empty str or bytes (or None), got "
+            f"{'an empty one' if value in ('', b'') else type(value).__name__}."
+        )
+    return value

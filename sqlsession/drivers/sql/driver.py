@@ -541,13 +541,49 @@ class SQLDriver(ExpiryMixin):
             ValueNotSerializableError: the stored value is not a dict, or `set` is not
                 JSON; nothing is written.
         """
+        merged = await self._merge(key, set, delete, ttl, create=True)
+        assert merged is not None  # an absent item starts from {}
+        return merged
+
+    async def merge_existing(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> dict[str, Any] | None:
+        """`merge_item` for an item that must already exist: an absent one stays absent.
+
+        For refreshing something another process may have removed meanwhile (a session
+        ended by a sign-out): the removal wins, and nothing is written.
+
+        Returns:
+            The dict now stored, or None when there was no live item `key`.
+
+        Raises:
+            ValueNotSerializableError: as for `merge_item`.
+        """
+        return await self._merge(key, set, delete, ttl, create=False)
+
+    async def _merge(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None,
+        delete: Iterable[str],
+        ttl: Any,
+        *,
+        create: bool,
+    ) -> dict[str, Any] | None:
         changes, removals = prepare_merge(key, set, delete)
         exp = self._expires_at(ttl)
 
-        async def merge(conn: AsyncConnection) -> dict[str, Any]:
-            async with self._dialect.locked_row(conn, key) as row:
+        async def merge(conn: AsyncConnection) -> dict[str, Any] | None:
+            async with self._dialect.locked_row(conn, key, create=create) as row:
                 now = self._now_ms()
                 expired = row is None or (row[1] is not None and row[1] <= now)
+                if expired and not create:
+                    return None
                 merged = apply_merge(key, None if expired else row[0], changes, removals)
                 write = self._set if row is None else self._merge_write
                 await conn.execute(write, {"k": key, "v": _codec.encode(key, merged), "exp": exp})

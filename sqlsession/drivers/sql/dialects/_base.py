@@ -353,11 +353,15 @@ class SQLDialect:
         return str(key)
 
     @contextlib.asynccontextmanager
-    async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
+    async def locked_row(
+        self, conn: AsyncConnection, key: str, *, create: bool = True
+    ) -> AsyncIterator[Any]:
         """Lock the row of `key` for ``merge_item`` and yield ``(value, expires_at)``.
 
-        Yields None when there is no row (the caller then inserts it). The lock lasts
-        until the block ends: committed when it succeeds, rolled back when it raises.
+        Yields None when there is no row (the caller then inserts it, if `create`). With
+        `create` the lock also holds an absent key, so two merges of a new key cannot
+        both insert it; without, an absent key is left alone. The lock lasts until the
+        block ends: committed when it succeeds, rolled back when it raises.
         """
         raise NotImplementedError
         yield  # pragma: no cover

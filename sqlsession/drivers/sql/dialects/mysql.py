@@ -259,12 +259,15 @@ class Dialect(SQLDialect):
         return key.decode("utf-8") if isinstance(key, bytes | bytearray) else str(key)
 
     @contextlib.asynccontextmanager
-    async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
+    async def locked_row(
+        self, conn: AsyncConnection, key: str, *, create: bool = True
+    ) -> AsyncIterator[Any]:
         await conn.execution_options(isolation_level="READ COMMITTED")
         await conn.begin()
         try:
-            await conn.execute(self._claim, {"k": key})
-            yield (await conn.execute(self._read_locked, {"k": key})).one()
+            if create:
+                await conn.execute(self._claim, {"k": key})
+            yield (await conn.execute(self._read_locked, {"k": key})).first()
         except BaseException:
             await undo_quietly(conn, conn.rollback)
             raise

@@ -154,6 +154,10 @@ class Dialect(SQLDialect):
             .on_conflict_do_update(index_elements=[c.key], set_={"key": self._insert.excluded.key})
             .returning(c.value, c.expires_at)
         )
+        # merge_existing: lock the row if there is one; create nothing.
+        self._read_locked = (
+            select(c.value, c.expires_at).where(c.key == key_param("k")).with_for_update()
+        )
         expired = c.expires_at <= bindparam("now")
         # Rows are picked by their physical address, so the DELETE fetches each one
         # directly instead of probing the key index again: about three times the rows
@@ -295,13 +299,16 @@ class Dialect(SQLDialect):
         return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
-    async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
+    async def locked_row(
+        self, conn: AsyncConnection, key: str, *, create: bool = True
+    ) -> AsyncIterator[Any]:
         # The engine autocommits; this one connection runs a real transaction, so the
         # row lock taken by the upsert lasts until the write commits.
         await conn.execution_options(isolation_level="READ COMMITTED")
         await conn.begin()
         try:
-            yield (await conn.execute(self._lock_row, {"k": key})).one()
+            lock = self._lock_row if create else self._read_locked
+            yield (await conn.execute(lock, {"k": key})).first()
         except BaseException:
             await undo_quietly(conn, conn.rollback)
             raise

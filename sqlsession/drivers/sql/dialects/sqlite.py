@@ -218,9 +218,11 @@ class Dialect(SQLDialect):
         return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
-    async def locked_row(self, conn: AsyncConnection, key: str) -> AsyncIterator[Any]:
+    async def locked_row(
+        self, conn: AsyncConnection, key: str, *, create: bool = True
+    ) -> AsyncIterator[Any]:
         # IMMEDIATE takes the write lock before reading, so no other writer can slip in
-        # between the read and the write.
+        # between the read and the write (whether or not the key exists: `create` is moot).
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield (await conn.execute(self._read, {"k": key})).first()
