@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy.sql.expression import ClauseElement, ColumnElement, Executable
 
 from ....errors import ConfigError
 
@@ -487,3 +487,41 @@ async def delete_in_batches(
         if deleted < job.batch_size:
             return total
         await pause(time.perf_counter() - started)
+
+
+class OnConflictDialect(SQLDialect):
+    """The statements of the databases with ``INSERT ... ON CONFLICT`` and ``UPDATE ...
+    RETURNING`` (PostgreSQL, SQLite).
+
+    A subclass sets ``self._insert`` (its dialect's `insert` of the table) before
+    calling `_on_conflict_statements`, and builds its cleanup batch in `_cleanup_batch`.
+    """
+
+    _insert: Any
+
+    def _on_conflict_statements(self) -> None:
+        self._add = on_conflict_insert_if_absent(self._insert, self.table)
+        self._renew = renew_returning(self.table)
+
+    def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
+        """The cleanup batch statement, its rows limited further by `conditions`."""
+        raise NotImplementedError
+
+    def upsert(self) -> Insert:
+        return on_conflict_upsert(self._insert, self.table)
+
+    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
+        return on_conflict_upsert(self._insert, self.table, rows)
+
+    def insert_if_absent(self) -> Insert:
+        return self._add
+
+    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
+        return (await conn.execute(self._renew, params)).first()
+
+    def prefix_cleanup(self, bounded: bool) -> Any:
+        key = self.table.c.key
+        conditions = [key >= key_param("low")]
+        if bounded:
+            conditions.append(key < key_param("high"))
+        return self._cleanup_batch(*conditions)

@@ -34,7 +34,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from .._fast import FastPath, Fetch
@@ -42,12 +41,9 @@ from ._base import (
     SECRECY,
     CleanupJob,
     ErrorKind,
-    SQLDialect,
+    OnConflictDialect,
     key_param,
     lock_id,
-    on_conflict_insert_if_absent,
-    on_conflict_upsert,
-    renew_returning,
     undo_quietly,
 )
 
@@ -132,7 +128,7 @@ def _unique_name() -> str:
 _PREPARING: weakref.WeakKeyDictionary[Engine, _Preparing] = weakref.WeakKeyDictionary()
 
 
-class Dialect(SQLDialect):
+class Dialect(OnConflictDialect):
     """PostgreSQL 12 and later."""
 
     extra = "postgres"
@@ -145,6 +141,7 @@ class Dialect(SQLDialect):
         super().__init__(table)
         c = table.c
         self._insert = postgresql.insert(table)
+        self._on_conflict_statements()
         self._lock_key = int.from_bytes(
             lock_id("cleanup", table.name, table.schema), "big", signed=True
         )
@@ -165,8 +162,6 @@ class Dialect(SQLDialect):
         # in physical order, so a batch dirties few pages (index order was 4x slower).
         ctid: ColumnElement[Any] = literal_column("ctid")
         self._cleanup = self._cleanup_batch()
-        self._add = on_conflict_insert_if_absent(self._insert, table)
-        self._renew = renew_returning(table)
         # The sweep: the rows of one range of pages, read by a TID range scan.
         in_pages = (
             select(ctid)
@@ -278,25 +273,6 @@ class Dialect(SQLDialect):
                 await engine.dispose()
                 preparing.replaced = True
         return True
-
-    def upsert(self) -> Insert:
-        return on_conflict_upsert(self._insert, self.table)
-
-    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
-        return on_conflict_upsert(self._insert, self.table, rows)
-
-    def insert_if_absent(self) -> Insert:
-        return self._add
-
-    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
-        return (await conn.execute(self._renew, params)).first()
-
-    def prefix_cleanup(self, bounded: bool) -> Any:
-        key = self.table.c.key
-        conditions = [key >= key_param("low")]
-        if bounded:
-            conditions.append(key < key_param("high"))
-        return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
     async def locked_row(

@@ -23,7 +23,6 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
 from ....errors import ConfigError
@@ -32,12 +31,9 @@ from ._base import (
     SECRECY,
     CleanupJob,
     ErrorKind,
-    SQLDialect,
+    OnConflictDialect,
     delete_in_batches,
     key_param,
-    on_conflict_insert_if_absent,
-    on_conflict_upsert,
-    renew_returning,
     reset_only_open_transactions,
     then,
     undo_quietly,
@@ -98,7 +94,7 @@ class HiddenParameters(tuple[Any, ...]):
     __str__ = __repr__
 
 
-class Dialect(SQLDialect):
+class Dialect(OnConflictDialect):
     """SQLite 3.35 and later, in a file (WAL mode)."""
 
     title = "SQLite"
@@ -113,10 +109,9 @@ class Dialect(SQLDialect):
         super().__init__(table)
         c = table.c
         self._insert = sqlite.insert(table)
+        self._on_conflict_statements()
         self._read = select(c.value, c.expires_at).where(c.key == key_param("k"))
         self._cleanup = self._cleanup_batch()
-        self._add = on_conflict_insert_if_absent(self._insert, table)
-        self._renew = renew_returning(table)
         self._autocheckpoint = text("PRAGMA wal_autocheckpoint")
         self._autocheckpoint_off = text("PRAGMA wal_autocheckpoint = 0")
         self._checkpoint = text("PRAGMA wal_checkpoint(PASSIVE)")
@@ -197,25 +192,6 @@ class Dialect(SQLDialect):
         if not database or database == ":memory:" or database.startswith("file:"):
             return None
         return os.path.abspath(database)
-
-    def upsert(self) -> Insert:
-        return on_conflict_upsert(self._insert, self.table)
-
-    def upsert_rows(self, rows: list[dict[str, Any]]) -> Insert:
-        return on_conflict_upsert(self._insert, self.table, rows)
-
-    def insert_if_absent(self) -> Insert:
-        return self._add
-
-    async def renew_entry(self, conn: AsyncConnection, params: dict[str, Any]) -> Any:
-        return (await conn.execute(self._renew, params)).first()
-
-    def prefix_cleanup(self, bounded: bool) -> Any:
-        key = self.table.c.key
-        conditions = [key >= key_param("low")]
-        if bounded:
-            conditions.append(key < key_param("high"))
-        return self._cleanup_batch(*conditions)
 
     @contextlib.asynccontextmanager
     async def locked_row(
