@@ -3,8 +3,8 @@
 It keeps every item in one file, rewritten whole (and atomically, through a temporary
 file) on each change: fine for a test or a single process, not for production. It
 imports nothing from sqlsession but `Entry` (what `get_entry` returns) and the error it
-raises for a stored value that is not a dict (what `merge_item` must say), and it
-implements every optional capability of `sqlsession.driver`, so the whole of
+raises for a stored value that is not a dict (what `merge_item` and `merge_existing` must
+say), and it implements every optional capability of `sqlsession.driver`, so the whole of
 `sqlsession.testing.DriverContract` applies to it (see `tests/test_example_driver.py`).
 """
 
@@ -107,8 +107,33 @@ class JsonFileDriver:
         *,
         ttl: Any = _DEFAULT,
     ) -> dict[str, Any]:
+        merged = self._merge(key, set, delete, ttl, create=True)
+        assert merged is not None  # an absent item starts from {}
+        return merged
+
+    async def merge_existing(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = _DEFAULT,
+    ) -> dict[str, Any] | None:
+        return self._merge(key, set, delete, ttl, create=False)
+
+    def _merge(
+        self,
+        key: str,
+        set: Mapping[str, Any] | None,
+        delete: Iterable[str],
+        ttl: Any,
+        *,
+        create: bool,
+    ) -> dict[str, Any] | None:
         items = self._read()
         item = self._live(items, key)
+        if item is None and not create:
+            return None  # absent, expired or removed: nothing is written
         current = {} if item is None else item[0]
         if not isinstance(current, dict):
             raise ValueNotSerializableError(

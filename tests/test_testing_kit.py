@@ -141,6 +141,7 @@ def test_a_minimal_driver_runs_the_core_and_skips_what_it_lacks(tmp_path: Path) 
         "test_touch",
         "test_expired_rows_are_kept_until_cleanup",
         "test_merge_item",
+        "test_merge_existing_merges_a_live_item",
     } <= by_outcome["skipped"]
     assert not by_outcome["passed"] & by_outcome["skipped"]
     # The reason names what is missing, from sqlsession.driver.
@@ -162,11 +163,14 @@ def test_the_contract_catches_broken_drivers(tmp_path: Path) -> None:
         }
 
     # Handing out the stored object: callers change it, a tuple stays a tuple, and what
-    # add_item wrote later is hidden behind the object kept from set_item.
+    # add_item or merge_existing wrote later is hidden behind the object kept from set_item.
     assert failed("TestNoCopy") == {
         "test_get_returns_a_copy",
         "test_tuples_are_stored_as_lists",
         "test_exactly_one_of_concurrent_adds_writes",
+        "test_merge_existing_merges_a_live_item",
+        "test_merge_existing_applies_its_ttl_to_the_item",
+        "test_concurrent_merge_existing_of_different_fields_all_win",
     }
     # Every test that waits for something to expire or compares an expiry instant with
     # the clock (the others pass on a wall clock too).
@@ -192,6 +196,8 @@ def test_the_contract_catches_broken_drivers(tmp_path: Path) -> None:
         "test_exactly_one_of_concurrent_adds_writes",
         "test_cleanup_with_a_prefix_deletes_only_its_expired_items",
         "test_cleanup_with_a_prefix_of_the_highest_code_point",
+        "test_merge_existing_neither_revives_nor_changes_an_expired_item",
+        "test_merge_existing_applies_its_ttl_to_the_item",
     }
     forgot = {name: o for name, o in outcomes.items() if name.startswith("TestForgotTheFixture")}
     assert forgot

@@ -1,9 +1,9 @@
 """`DriverContract`: what every sqlsession driver does, written once for any driver to run.
 
-The tests of an optional capability (`SupportsExpiry`, `SupportsMerge`, ...) run only
-when the driver has it. Checks that merely use a capability on the way (listing the
-keys to see that nothing else was written) are made when the driver has it and left
-out otherwise.
+The tests of an optional capability (`SupportsExpiry`, `SupportsMerge`,
+`SupportsMergeExisting`, ...) run only when the driver has it. Checks that merely use a
+capability on the way (listing the keys to see that nothing else was written) are made
+when the driver has it and left out otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..driver import (
     SupportsHasItem,
     SupportsKeys,
     SupportsMerge,
+    SupportsMergeExisting,
 )
 from ..errors import ValueNotSerializableError
 from ._clock import FakeClock
@@ -311,6 +312,85 @@ class DriverContract(StoreOperationTests, DriverFixtures):
     async def test_concurrent_merges_of_different_fields_all_win(self, driver: Any) -> None:
         await asyncio.gather(*(driver.merge_item("m", set={f"f{i}": i}) for i in range(40)))
         assert await driver.get_item("m") == {f"f{i}": i for i in range(40)}
+
+    # -- merge_existing: merge_item for an item that must already exist ----------------------
+
+    @needs(SupportsMergeExisting)
+    async def test_merge_existing_merges_a_live_item(self, driver: Any) -> None:
+        await driver.set_item("k", {"a": 1, "b": 2})
+        merged = await driver.merge_existing("k", set={"c": [3]}, delete=["a", "absent"])
+        assert merged == {"b": 2, "c": [3]}
+        assert await driver.get_item("k") == {"b": 2, "c": [3]}
+
+    @needs(SupportsMergeExisting)
+    async def test_merge_existing_does_not_create_an_absent_item(self, driver: Any) -> None:
+        assert await driver.merge_existing("k", set={"a": 1}) is None
+        assert await exists(driver, "k") is False
+        await keys_if_listed(driver, [])
+
+    @needs(SupportsMergeExisting)
+    async def test_merge_existing_leaves_a_removed_item_removed(self, driver: Any) -> None:
+        await driver.set_item("k", {"a": 1})
+        await driver.remove_item("k")
+        assert await driver.merge_existing("k", set={"seen": 2}) is None
+        assert await exists(driver, "k") is False
+
+    @needs(SupportsMergeExisting, SupportsExpiry)
+    async def test_merge_existing_neither_revives_nor_changes_an_expired_item(
+        self, driver: Any, clock: FakeClock
+    ) -> None:
+        keeps_expired_rows = isinstance(driver, SupportsCleanup)  # a bool: driver stays Any
+        await driver.set_item("k", {"a": 1}, ttl=10)
+        clock.advance(10)
+        assert await driver.merge_existing("k", set={"a": 2}, ttl=60) is None
+        assert await driver.get_item("k") is None
+        if keeps_expired_rows:
+            # Expired rows are kept until cleanup: back before its expiry, the row is as
+            # it was, so the merge wrote nothing.
+            clock.advance(-5)
+            assert await driver.get_item("k") == {"a": 1}
+
+    @needs(SupportsMergeExisting, SupportsExpiry)
+    async def test_merge_existing_applies_its_ttl_to_the_item(
+        self, driver: Any, clock: FakeClock
+    ) -> None:
+        await driver.set_item("k", {"a": 1})
+        await driver.merge_existing("k", set={"b": 2}, ttl=5)
+        clock.advance(4.999)
+        assert await driver.get_item("k") == {"a": 1, "b": 2}
+        clock.advance(0.001)
+        assert await driver.get_item("k") is None
+
+    @needs(SupportsMergeExisting)
+    async def test_merge_existing_refuses_a_value_that_is_not_a_dict(self, driver: Any) -> None:
+        await driver.set_item("scalar", 1)
+        with pytest.raises(ValueNotSerializableError, match="dict"):
+            await driver.merge_existing("scalar", set={"a": 1})
+        assert await driver.get_item("scalar") == 1
+
+    @needs(SupportsMergeExisting)
+    async def test_concurrent_merge_existing_of_different_fields_all_win(self, driver: Any) -> None:
+        # One driver: a driver with a pool runs the merges on several connections at once.
+        await driver.set_item("k", {})
+        results = await asyncio.gather(
+            *(driver.merge_existing("k", set={f"n{i}": i}) for i in range(8))
+        )
+        assert all(result is not None for result in results)
+        assert await driver.get_item("k") == {f"n{i}": i for i in range(8)}
+
+    @needs(SupportsMergeExisting)
+    async def test_merge_existing_racing_a_remove_never_leaves_the_item_behind(
+        self, driver: Any
+    ) -> None:
+        for round_ in range(10):
+            key = f"k{round_}"
+            await driver.set_item(key, {"a": 1})
+            merged, _ = await asyncio.gather(
+                driver.merge_existing(key, set={"seen": round_}), driver.remove_item(key)
+            )
+            # Whichever ran first, the removal wins: the item is gone either way.
+            assert merged in (None, {"a": 1, "seen": round_})
+            assert await exists(driver, key) is False
 
     # -- concurrency -------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from ..driver import (
     SupportsHasItem,
     SupportsMany,
     SupportsMerge,
+    SupportsMergeExisting,
 )
 from ..errors import InvalidKeyError, InvalidTTLError, SessionError, ValueNotSerializableError
 from ._clock import FakeClock
@@ -98,6 +99,8 @@ class InputValidationContract(DriverFixtures):
             calls.append(lambda: driver.touch(key))
         if isinstance(driver, SupportsMerge):
             calls.append(lambda: driver.merge_item(key, set={"a": 1}))
+        if isinstance(driver, SupportsMergeExisting):
+            calls.append(lambda: driver.merge_existing(key, set={"a": 1}))
         for call in calls:
             with pytest.raises(InvalidKeyError) as info:
                 await call()
@@ -116,6 +119,9 @@ class InputValidationContract(DriverFixtures):
         if isinstance(driver, SupportsMerge):
             with pytest.raises(ValueNotSerializableError):
                 await driver.merge_item("m", set={"b": value})
+        if isinstance(driver, SupportsMergeExisting):
+            with pytest.raises(ValueNotSerializableError):
+                await driver.merge_existing("m", set={"b": value})
         assert await driver.get_item("m") == {"a": 1}
         await keys_if_listed(driver, ["k", "m"])
 
@@ -138,6 +144,8 @@ class InputValidationContract(DriverFixtures):
         ]
         if isinstance(driver, SupportsMerge):
             calls.append(lambda: driver.merge_item("new", set={"a": 1}, ttl=ttl))
+        if isinstance(driver, SupportsMergeExisting):
+            calls.append(lambda: driver.merge_existing("new", set={"a": 1}, ttl=ttl))
         for call in calls:
             with pytest.raises(InvalidTTLError) as info:
                 await call()
@@ -163,6 +171,16 @@ class InputValidationContract(DriverFixtures):
             await driver.merge_item("m", set=changes, delete=delete)
         await keys_if_listed(driver, [])
         assert await driver.get_item("m") is None
+
+    @needs(SupportsMergeExisting)
+    async def test_merge_existing_refuses_bad_input_and_writes_nothing(self, driver: Any) -> None:
+        await driver.set_item("k", {"a": 1})
+        with pytest.raises(ValueNotSerializableError):
+            await driver.merge_existing("k", set={"a": {1, 2}})
+        with pytest.raises(ValueNotSerializableError):
+            await driver.merge_existing("k", delete="a")  # a str is not a list of names
+        assert await driver.get_item("k") == {"a": 1}
+        await keys_if_listed(driver, ["k"])
 
     # -- the store operations (see _operations.py) ----------------------------------------
 
