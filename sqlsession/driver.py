@@ -29,6 +29,7 @@ __all__ = [
     "SupportsEntries",
     "SupportsExpiry",
     "SupportsHasItem",
+    "SupportsJSONText",
     "SupportsKeys",
     "SupportsMany",
     "SupportsMerge",
@@ -144,6 +145,45 @@ class SupportsMergeExisting(Protocol):
         Returns:
             The dict now stored, or None when no live item `key` existed (nothing is
             written).
+        """
+
+
+@runtime_checkable
+class SupportsJSONText(Protocol):
+    """Values as JSON text, for a caller that encodes and decodes them itself.
+
+    The session layer validates each value when the app assigns it, so it can hand the
+    driver text it already holds, and decode what it reads only when the app reads it:
+    each request then encodes and decodes a session once at most. The texts passed in
+    must be JSON the caller produced with sqlsession's own encoder (``_codec.encode``):
+    the driver stores them as they are. ``ttl`` follows the rule of `SupportsMerge`.
+    """
+
+    async def get_text(self, key: str) -> str | None:
+        """The JSON text of the live item `key` (None when absent or expired).
+
+        The text is what the database returns for it: equal as JSON to what was
+        written, not always byte for byte (PostgreSQL's jsonb, say, reorders keys).
+        """
+
+    async def set_text(self, key: str, text: str, *, ttl: float | None = ...) -> None:
+        """Store the JSON text `text` under `key`, as `set_item` stores a value."""
+
+    async def merge_existing_text(
+        self,
+        key: str,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: float | None = ...,
+    ) -> bool:
+        """`SupportsMergeExisting.merge_existing` with each value in `set` as JSON text.
+
+        Applies `set` (a name to the JSON text of its new value) and `delete` to the
+        live dict stored under `key`, atomically, as ``merge_existing`` does.
+
+        Returns:
+            Whether a live item `key` existed (False: nothing was written).
         """
 
 

@@ -146,6 +146,25 @@ class JsonFileDriver:
         self._write(items)
         return dict(current)
 
+    # JSON text: this driver stores decoded values, so text is decoded on the way in.
+    async def get_text(self, key: str) -> str | None:
+        item = self._live(self._read(), key)
+        return None if item is None else json.dumps(item[0], allow_nan=False)
+
+    async def set_text(self, key: str, text: str, *, ttl: Any = _DEFAULT) -> None:
+        await self.set_item(key, json.loads(_text(key, text)), ttl=ttl)
+
+    async def merge_existing_text(
+        self,
+        key: str,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = _DEFAULT,
+    ) -> bool:
+        values = {name: json.loads(_text(key, text)) for name, text in (set or {}).items()}
+        return self._merge(key, values, delete, ttl, create=False) is not None
+
     async def clear(self, prefix: str = "") -> None:
         self._write({k: v for k, v in self._read().items() if not k.startswith(prefix)})
 
@@ -210,6 +229,12 @@ class JsonFileDriver:
 
     async def dispose(self) -> None:
         self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
+
+
+def _text(key: str, text: Any) -> str:
+    if type(text) is not str:
+        raise ValueNotSerializableError(f"JSON text for {key!r} must be a str.")
+    return text
 
 
 def create_driver(config: dict[str, Any]) -> JsonFileDriver:

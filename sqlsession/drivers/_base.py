@@ -106,6 +106,15 @@ def from_ms(expires_at: int | None) -> float | None:
     return None if expires_at is None else expires_at / 1000
 
 
+def check_text(key: str, text: Any) -> str:
+    """`text` if it is a str: `SupportsJSONText` takes JSON text its caller encoded."""
+    if type(text) is not str:
+        raise ValueNotSerializableError(
+            f"JSON text for session key {key!r} must be a str, got {type(text).__name__}."
+        )
+    return text
+
+
 def prepare_merge(
     key: str, changes: Mapping[str, Any] | None, delete: Iterable[str]
 ) -> tuple[dict[str, Any], list[str]]:

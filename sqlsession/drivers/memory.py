@@ -18,6 +18,7 @@ from ._base import (
     ExpiryMixin,
     apply_merge,
     check_keys,
+    check_text,
     encode_many,
     from_ms,
     prepare_merge,
@@ -207,6 +208,28 @@ class MemoryDriver(ExpiryMixin):
         merged = apply_merge(key, None if item is None else item[0], changes, removals)
         self._store(key, _codec.encode(key, merged), expires_at)
         return merged
+
+    async def get_text(self, key: str) -> str | None:
+        """The JSON text stored under `key`, or None when it is absent or expired."""
+        item = self._live(_validate.check_key(key))
+        return None if item is None else item[0]
+
+    async def set_text(self, key: str, text: str, *, ttl: Any = DEFAULT) -> None:
+        """Store JSON text `text` (sqlsession's own encoding) under `key`."""
+        _validate.check_key(key)
+        self._store(key, check_text(key, text), self._expires_at(ttl))
+
+    async def merge_existing_text(
+        self,
+        key: str,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> bool:
+        """`merge_existing` with each value in `set` as JSON text; whether the item was live."""
+        values = {n: _codec.decode(check_text(key, t), key) for n, t in (set or {}).items()}
+        return self._merge(key, values, delete, ttl, create=False) is not None
 
     async def clear(self, prefix: str = "") -> None:
         """Delete every item whose key starts with `prefix` (all items by default)."""

@@ -9,6 +9,7 @@ when the driver has it and left out otherwise.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from ..driver import (
     SupportsClear,
     SupportsExpiry,
     SupportsHasItem,
+    SupportsJSONText,
     SupportsKeys,
     SupportsMerge,
     SupportsMergeExisting,
@@ -367,6 +369,41 @@ class DriverContract(StoreOperationTests, DriverFixtures):
         with pytest.raises(ValueNotSerializableError, match="dict"):
             await driver.merge_existing("scalar", set={"a": 1})
         assert await driver.get_item("scalar") == 1
+
+    # -- SupportsJSONText: values as text the caller encoded ---------------------------------
+
+    @needs(SupportsJSONText)
+    async def test_json_text_round_trips_through_the_item(self, driver: Any) -> None:
+        await driver.set_text("k", '{"a":[1,"\u00e9"],"b":null}')
+        assert json.loads(await driver.get_text("k")) == {"a": [1, "\u00e9"], "b": None}
+        assert await driver.get_item("k") == {"a": [1, "\u00e9"], "b": None}
+        assert await driver.get_text("absent") is None
+
+    @needs(SupportsJSONText)
+    async def test_merge_existing_text_merges_a_live_item_only(self, driver: Any) -> None:
+        await driver.set_item("k", {"a": 1, "b": 2})
+        assert await driver.merge_existing_text("k", set={"c": '{"v":[3]}'}, delete=["a"]) is True
+        assert await driver.get_item("k") == {"b": 2, "c": {"v": [3]}}
+        assert await driver.merge_existing_text("absent", set={"a": "1"}) is False
+        assert await exists(driver, "absent") is False
+
+    @needs(SupportsJSONText, SupportsExpiry)
+    async def test_json_text_honours_ttl(self, driver: Any, clock: FakeClock) -> None:
+        await driver.set_text("k", '{"a":1}', ttl=5)
+        assert await driver.merge_existing_text("k", set={"b": "2"}, ttl=10) is True
+        clock.advance(9.999)
+        assert await driver.get_item("k") == {"a": 1, "b": 2}
+        clock.advance(0.001)
+        assert await driver.get_text("k") is None
+        assert await driver.merge_existing_text("k", set={"b": "3"}) is False
+
+    @needs(SupportsJSONText)
+    async def test_json_text_refuses_what_is_not_text(self, driver: Any) -> None:
+        with pytest.raises(ValueNotSerializableError, match="str"):
+            await driver.set_text("k", {"a": 1})
+        with pytest.raises(ValueNotSerializableError, match="str"):
+            await driver.merge_existing_text("k", set={"a": 1})
+        assert await exists(driver, "k") is False
 
     @needs(SupportsMergeExisting)
     async def test_concurrent_merge_existing_of_different_fields_all_win(self, driver: Any) -> None:

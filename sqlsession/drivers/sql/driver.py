@@ -57,6 +57,7 @@ from .._base import (
     ExpiryMixin,
     apply_merge,
     check_keys,
+    check_text,
     encode_many,
     from_ms,
     prepare_merge,
@@ -592,6 +593,30 @@ class SQLDriver(ExpiryMixin):
         # Not `transactional`: a merge lost with its connection runs once more, which is
         # safe because applying the same set and delete twice gives the same dict.
         return await self._run(merge, write=True)
+
+    async def get_text(self, key: str) -> str | None:
+        """The JSON text stored under `key`, or None when it is absent or expired."""
+        params = {"k": _validate.check_key(key), "now": self._now_ms()}
+        text: str | None = await self._scalar("get", params)
+        return text
+
+    async def set_text(self, key: str, text: str, *, ttl: Any = DEFAULT) -> None:
+        """Store JSON text `text` (sqlsession's own encoding) under `key`."""
+        _validate.check_key(key)
+        params = {"k": key, "exp": self._expires_at(ttl), "v": check_text(key, text)}
+        await self._rowcount("set", params)
+
+    async def merge_existing_text(
+        self,
+        key: str,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+        *,
+        ttl: Any = DEFAULT,
+    ) -> bool:
+        """`merge_existing` with each value in `set` as JSON text; whether the item was live."""
+        values = {n: _codec.decode(check_text(key, t), key) for n, t in (set or {}).items()}
+        return await self._merge(key, values, delete, ttl, create=False) is not None
 
     async def cleanup(self, prefix: str = "") -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
