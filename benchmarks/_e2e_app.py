@@ -59,7 +59,7 @@ class Target:
     sql_url: str | None = None
     table: str = "sqlsession"
     redis_url: str = "redis://127.0.0.1:6379/13"
-    redis_prefix: str = "e2e-bench:"
+    redis_prefix: str = "sqlsession-e2e:"
 
 
 def profile(n: int) -> dict[str, Any]:

@@ -18,8 +18,10 @@ TEXT = "text/plain"
 
 
 @post("/signin/{n:int}", media_type=TEXT, status_code=200)
-async def signin(request: Request[Any, Any, Any], n: int) -> str:
-    request.set_session(profile(n))
+async def signin(request: Request[Any, Any, Any]) -> str:
+    # Read from the request rather than declared as an argument: the style of declaring
+    # path parameters changed in Litestar 2.x, and this reads the same in every 2.x.
+    request.set_session(profile(int(request.path_params["n"])))
     return "signed in"
 
 

@@ -115,5 +115,9 @@ def markdown(cells: dict[str, dict[str, Cell]], routes: list[str]) -> str:
         *_table("p50 / p99 latency, ms", routes, latency),
         "",
         *_table("CPU ms per request: app + database", routes, cpu),
+        "",
+        "CPU per request: the uvicorn process's, plus the database's (PostgreSQL: the "
+        "backends serving the app; MariaDB and Redis: the whole server process, other "
+        "clients of a shared server included); SQLite and the memory stores run in the app.",
     ]
     return "\n".join(parts)

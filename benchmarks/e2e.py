@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
+import logging
 import os
 import platform
 import shutil
@@ -126,6 +128,9 @@ class Harness:
             await client.aclose()
 
     def teardown(self) -> None:
+        # asyncmy logs MariaDB's note that DROP TABLE IF EXISTS found no version table
+        # (the downgrade dropped it already): not news.
+        logging.getLogger("asyncmy").setLevel(logging.ERROR)
         for contender in self.args.only:
             url = self.sql_url(contender)
             if url and contender != "sqlsession-sqlite":
@@ -300,12 +305,19 @@ def main(argv: list[str] | None = None) -> int:
         for r, cell in routes.items()
         if cell.failures
     ]
+    # What uvicorn's "auto" settings pick: uvloop and httptools when they are installed.
+    stack = ", ".join(
+        name if importlib.util.find_spec(name) else fallback
+        for name, fallback in (("uvloop", "asyncio"), ("httptools", "h11"))
+    )
+    command = " ".join(["python benchmarks/e2e.py", *(argv if argv is not None else sys.argv[1:])])
     print(
-        f"uvicorn, 1 worker, no access log, on {platform.python_implementation()} "
-        f"{platform.python_version()}, {os.cpu_count()} cores; wrk: 1 thread (the app keeps a "
-        f"core), {CONNECTIONS} connections, {args.rounds} rounds of {seconds} s per cell; "
-        f"ratios against starsessions + Redis (sqlsession memory: against starsessions "
-        f"in memory); run took {elapsed / 60:.1f} min.\n"
+        f"One run of `{command.strip()}` on {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}: uvicorn ({stack}) "
+        f"with one worker and no access log; wrk with 1 thread (so the app keeps a core) and "
+        f"{CONNECTIONS} connections; {args.rounds} rounds of {seconds} s per cell, "
+        f"{elapsed / 60:.1f} minutes in all. Ratios against starsessions + Redis "
+        f"(sqlsession memory: against starsessions in memory).\n"
     )
     print(markdown(harness.cells, args.routes))
     if failed:

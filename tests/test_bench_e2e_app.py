@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +20,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-BENCH_APP = Path(__file__).resolve().parent.parent / "benchmarks" / "_e2e_app.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+# The Redis contenders' store: the harness's own db number (it is there on CI machines).
+REDIS_URL = "redis://127.0.0.1:6379/13"
 SQL_FIXTURES = {
     "sqlsession-sqlite": "sqlite_url",
     "sqlsession-postgres": "postgres_url",
@@ -32,23 +36,48 @@ CONTENDERS = [
     pytest.param("sqlsession-postgres", marks=pytest.mark.postgres),
     pytest.param("sqlsession-mariadb", marks=pytest.mark.mysql),
     "starsessions-memory",
+    "starsessions-redis",
+    "litestar-redis",
 ]
+
+
+def load(name: str) -> ModuleType:
+    # benchmarks/ is not a package: load the module from its file, under the name the
+    # harness's launcher imports it by (dataclasses and the Litestar app look it up).
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    # benchmarks/ is not a package: load the module from its file, as the harness's
-    # launcher imports it from that directory.
-    spec = importlib.util.spec_from_file_location("_e2e_app", BENCH_APP)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["_e2e_app"] = module  # dataclasses look their module up there
     try:
-        spec.loader.exec_module(module)
-        yield module
+        yield load("_e2e_app")
     finally:
-        del sys.modules["_e2e_app"]
+        sys.modules.pop("_e2e_app", None)
+        sys.modules.pop("_e2e_litestar", None)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the harness's Redis db, its keys deleted after."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            pytest.skip(f"Redis at {REDIS_URL} does not answer ({exc}): start redis-server")
+        prefix = f"sqlsession-test-{uuid.uuid4().hex[:12]}:"
+        try:
+            yield prefix
+        finally:
+            for key in client.scan_iter(match=prefix + "*"):
+                client.delete(key)
 
 
 @pytest.fixture(params=CONTENDERS)
@@ -63,7 +92,18 @@ def client(
     url = None
     if contender in SQL_FIXTURES:
         url = request.getfixturevalue(SQL_FIXTURES[contender])
-    app = bench.build_app(contender, bench.Target(sql_url=url))
+    prefix = bench.Target.redis_prefix
+    if contender.endswith("-redis"):
+        prefix = request.getfixturevalue("redis_prefix")
+    target = bench.Target(sql_url=url, redis_url=REDIS_URL, redis_prefix=prefix)
+    if contender == "litestar-redis":
+        with warnings.catch_warnings():
+            # Litestar imports advanced-alchemy when it is installed (the [bench] extra),
+            # whose import warns on SQLAlchemy 2.1; as in test_litestar.py.
+            warnings.filterwarnings("ignore", "The declarative_mixin decorator", DeprecationWarning)
+            app = load("_e2e_litestar").build_app(target)
+    else:
+        app = bench.build_app(contender, target)
     with TestClient(app) as test_client:
         yield test_client
 
