@@ -140,7 +140,10 @@ class Harness:
                     print(f"could not drop {self.table} on {contender}: {exc}", file=sys.stderr)
         shutil.rmtree(self.tmp, ignore_errors=True)
         if any(DATABASE.get(c) == "redis" for c in self.args.only):
-            asyncio.run(self.forget_redis_keys())
+            try:
+                asyncio.run(self.forget_redis_keys())
+            except Exception as exc:
+                print(f"could not delete the Redis keys: {exc}", file=sys.stderr)
 
     async def forget_redis_keys(self) -> None:
         from redis.asyncio import Redis
