@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     harness = Harness(args)
     seconds = max(1, round(args.seconds / args.rounds))
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     try:
         harness.setup()
         harness.run()
@@ -313,13 +313,20 @@ def main(argv: list[str] | None = None) -> int:
         name if importlib.util.find_spec(name) else fallback
         for name, fallback in (("uvloop", "asyncio"), ("httptools", "h11"))
     )
-    command = " ".join(["python benchmarks/e2e.py", *(argv if argv is not None else sys.argv[1:])])
+    given = argv if argv is not None else sys.argv[1:]
+    if "--json" in given:  # where the figures go is no part of how they were measured
+        at = given.index("--json")
+        given = given[:at] + given[at + 2 :]
+    command = " ".join(["python benchmarks/e2e.py", *given])
+    plural = "s" if args.rounds > 1 else ""
     print(
         f"One run of `{command.strip()}` on {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}: uvicorn ({stack}) "
         f"with one worker and no access log; wrk with 1 thread (so the app keeps a core) and "
-        f"{CONNECTIONS} connections; {args.rounds} rounds of {seconds} s per cell, "
-        f"{elapsed / 60:.1f} minutes in all. Ratios against starsessions + Redis "
+        f"{CONNECTIONS} connections; {args.rounds} round{plural} of {seconds} s per cell, "
+        f"{elapsed / 60:.1f} minutes in all. Load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end (other work on the machine slows every "
+        f"contender; CPU per request is the steadier figure). Ratios against starsessions + Redis "
         f"(sqlsession memory: against starsessions in memory).\n"
     )
     print(markdown(harness.cells, args.routes))
