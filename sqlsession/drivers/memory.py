@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from .. import _codec, _validate
 from ..driver import Entry
+from ..errors import ValueNotSerializableError
 from ._base import (
     DEFAULT,
     Clock,
@@ -227,9 +229,24 @@ class MemoryDriver(ExpiryMixin):
         *,
         ttl: Any = DEFAULT,
     ) -> bool:
-        """`merge_existing` with each value in `set` as JSON text; whether the item was live."""
-        values = {n: _codec.decode(check_text(key, t), key) for n, t in (set or {}).items()}
-        return self._merge(key, values, delete, ttl, create=False) is not None
+        """`merge_existing` with each value in `set` as JSON text; whether the item was live.
+
+        The texts are spliced in as they are: one decode of the stored item (to drop the
+        names replaced or deleted) and one encode of what is left, whatever `set` holds.
+        """
+        _validate.check_key(key)
+        changes = _check_texts(key, set)
+        names = _check_names(key, delete)
+        expires_at = self._expires_at(ttl)
+        item = self._live(key)
+        if item is None:
+            return False
+        current = apply_merge(key, item[0], {}, [*names, *changes])
+        kept = _codec.encode_trusted(current)
+        parts = [kept[1:-1]] if current else []
+        parts.extend(encode_basestring(n) + ":" + t for n, t in changes.items())
+        self._store(key, "{" + ",".join(parts) + "}", expires_at)
+        return True
 
     async def clear(self, prefix: str = "") -> None:
         """Delete every item whose key starts with `prefix` (all items by default)."""
@@ -253,6 +270,42 @@ class MemoryDriver(ExpiryMixin):
     async def dispose(self) -> None:
         """Drop every item; the driver stays usable."""
         self._items.clear()
+
+
+def _check_texts(key: str, texts: Mapping[str, str] | None) -> dict[str, str]:
+    """`merge_existing_text`'s `set`: str names (valid Unicode) to str JSON texts."""
+    if texts is not None and not isinstance(texts, Mapping):
+        raise ValueNotSerializableError(
+            f"merge_existing_text(set=...) for session key {key!r} must be a mapping of str "
+            f"names to JSON texts, got {type(texts).__name__}."
+        )
+    checked: dict[str, str] = {}
+    for name, text in (texts or {}).items():
+        if type(name) is not str or not (name.isascii() or _is_unicode(name)):
+            raise ValueNotSerializableError(
+                f"merge_existing_text(set=...) for session key {key!r} must have str names "
+                "that are valid Unicode."
+            )
+        checked[name] = check_text(key, text)
+    return checked
+
+
+def _check_names(key: str, delete: Iterable[str]) -> list[str]:
+    """`merge_existing_text`'s `delete`: a list of str names."""
+    names = [] if isinstance(delete, str | bytes) else list(delete)
+    if isinstance(delete, str | bytes) or any(type(n) is not str for n in names):
+        raise ValueNotSerializableError(
+            f"merge_existing_text(delete=...) for session key {key!r} must be a list of str names."
+        )
+    return names
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_prefix(prefix: Any) -> str:
