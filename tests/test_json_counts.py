@@ -36,7 +36,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sqlsession import _codec
-from sqlsession.web import SessionMiddleware
+from sqlsession.web import SessionMiddleware, get_session
 from tests.conftest import FakeClock
 
 _ENCODES = ("encode", "encode_trusted", "encode_changed", "encodes_to")
@@ -179,7 +179,7 @@ async def start(request: Request) -> Response:
 
 
 async def regenerate(request: Request) -> Response:
-    request.session.regenerate()
+    get_session(request).regenerate()
     return PlainTextResponse("ok")
 
 
