@@ -17,6 +17,12 @@ and none for an unchanged session, except that with ``idle_timeout`` one refresh
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
 ``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+
+JSON per request, on a `SupportsJSONText` driver: the row is read as text and decoded once
+(`_row.parse_text`), and the app is handed the values of that decode; a value is encoded
+once, at assignment, and what is written (``set_text``, ``merge_existing_text``) is put
+together from those texts (`_row.build_text`, `_row.changes_text`). Other drivers take and
+return values, as they always did.
 """
 
 from __future__ import annotations
