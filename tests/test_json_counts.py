@@ -247,6 +247,16 @@ async def test_json_once_per_request_kind(
         if backend == "memory":
             assert store == (1, 1)  # the stored row, to splice the new texts in
 
+        # The next change of the same key: the memory driver splices it in where it put
+        # it last time, decoding and encoding nothing.
+        web, store = await request("POST", "/change?n=3")
+        assert web == (1, 1)
+        assert wrapped.writes == ["merge_existing_text"]
+        if backend == "memory":
+            assert store == (0, 0)
+        web, store = await request("POST", "/change?n=2")
+        assert web == (1, 1)
+
         # Writing the value that is already stored writes nothing (and encodes it once).
         web, store = await request("POST", "/change?n=2")
         assert (web, store) == ((1, 2), (0, 0))
@@ -272,3 +282,37 @@ def test_the_counter_sees_the_codec(json_counter: JSONCounter) -> None:
     _codec.decode(_codec.encode("k", [1]))
     json.loads(json.dumps(1))
     assert json_counter.total() == (2, 2)
+
+
+async def test_the_memory_driver_splices_merges_exactly(json_counter: JSONCounter) -> None:
+    # A model dict against a long, seeded series of merges that set, replace and delete
+    # members, some spliced in before and some not, with set_text and touch in between.
+    import random
+
+    from sqlsession.drivers.memory import MemoryDriver
+
+    rng = random.Random(13)
+    driver = MemoryDriver()
+    model: dict[str, Any] = {"created": 1, "seen": 1, "k:a": {"v": [1]}}
+    await driver.set_text("s", _codec.encode("s", model))
+    names = ["seen", "k:a", "k:b", "k:c", 'k:"q"', "k:\u00e9\n"]
+    for step in range(400):
+        if step % 97 == 96:
+            await driver.set_text("s", _codec.encode("s", model))  # a whole write in between
+        if step % 53 == 52:
+            assert await driver.touch("s", None)
+        changes = {n: {"v": rng.randrange(1000)} for n in rng.sample(names, rng.randrange(3))}
+        delete = [n for n in rng.sample(names, rng.randrange(2)) if n not in changes]
+        texts = {n: _codec.encode("s", v) for n, v in changes.items()}
+        assert await driver.merge_existing_text("s", set=texts, delete=delete)
+        for name in delete:
+            model.pop(name, None)
+        model.update(changes)
+        stored = await driver.get_text("s")
+        assert stored is not None
+        assert json.loads(stored) == model
+    # Merging the same names again costs the driver nothing.
+    assert await driver.merge_existing_text("s", set={"seen": "1"}, delete=["k:c"])
+    json_counter.clear()
+    assert await driver.merge_existing_text("s", set={"seen": "2"}, delete=["k:c"])
+    assert json_counter.of("driver") == (0, 0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from json.encoder import encode_basestring
 from typing import Any
 
 from .. import _codec, _validate
@@ -25,6 +24,7 @@ from ._base import (
     from_ms,
     prepare_merge,
 )
+from ._splice import Spliced, splice
 
 __all__ = ["MemoryDriver", "create_driver"]
 
@@ -44,6 +44,9 @@ class MemoryDriver(ExpiryMixin):
         super().__init__(ttl, clock)
         self.max = _validate.check_positive_int(max, what="max")
         self._items: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
+        # How merge_existing_text built an item's text, valid while that text is stored
+        # (checked by identity); as many as there may be items, the least recent dropped.
+        self._spliced: OrderedDict[str, Spliced] = OrderedDict()
 
     def _live(self, key: str) -> tuple[str, int | None] | None:
         item = self._items.get(key)
@@ -231,8 +234,8 @@ class MemoryDriver(ExpiryMixin):
     ) -> bool:
         """`merge_existing` with each value in `set` as JSON text; whether the item was live.
 
-        The texts are spliced in as they are: one decode of the stored item (to drop the
-        names replaced or deleted) and one encode of what is left, whatever `set` holds.
+        The texts are spliced in as they are (see `_splice`): a session's next merge of
+        the same keys decodes and encodes nothing.
         """
         _validate.check_key(key)
         changes = _check_texts(key, set)
@@ -241,11 +244,11 @@ class MemoryDriver(ExpiryMixin):
         item = self._live(key)
         if item is None:
             return False
-        current = apply_merge(key, item[0], {}, [*names, *changes])
-        kept = _codec.encode_trusted(current)
-        parts = [kept[1:-1]] if current else []
-        parts.extend(encode_basestring(n) + ":" + t for n, t in changes.items())
-        self._store(key, "{" + ",".join(parts) + "}", expires_at)
+        spliced = splice(key, item[0], self._spliced.pop(key, None), changes, names)
+        self._store(key, spliced.text, expires_at)
+        self._spliced[key] = spliced
+        while len(self._spliced) > self.max:
+            self._spliced.popitem(last=False)
         return True
 
     async def clear(self, prefix: str = "") -> None:
@@ -270,6 +273,7 @@ class MemoryDriver(ExpiryMixin):
     async def dispose(self) -> None:
         """Drop every item; the driver stays usable."""
         self._items.clear()
+        self._spliced.clear()
 
 
 def _check_texts(key: str, texts: Mapping[str, str] | None) -> dict[str, str]:
