@@ -13,7 +13,8 @@ Per request, on a `SupportsJSONText` driver (all the built-in ones):
 - read (scalar values): 1 decode.
 - read of a list or dict: 1 decode, and 2 encodes to find changes made in place (one
   when it is handed out, one at commit).
-- changed (a scalar assigned): 1 decode + 1 encode; the memory driver's merge adds 1 + 1.
+- changed (a scalar assigned): 1 decode + 1 encode; the memory driver's merge adds 1 + 1
+  the first time it merges a key, nothing after.
 - a new session: 1 encode per value assigned (+1 per list or dict, at commit, for
   changes made in place after the assignment), nothing decoded.
 - regenerate: 1 decode + 1 encode (the values the request did not touch, together).
