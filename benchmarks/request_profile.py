@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import migrate, normalized, unmigrate  # noqa: E402
-from _e2e_app import Target, build_app  # noqa: E402
+from _common import migrate, normalized, unmigrate
+from _e2e_app import Target, build_app
 
 CONTENDERS = (
     "none",
@@ -64,9 +64,7 @@ class Client:
 
     async def start(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self._lifespan = asyncio.create_task(
-            self.app(scope, self._to_app.get, self._from_app.put)
-        )
+        self._lifespan = asyncio.create_task(self.app(scope, self._to_app.get, self._from_app.put))
         await self._to_app.put({"type": "lifespan.startup"})
         message = await self._from_app.get()
         if message["type"] != "lifespan.startup.complete":
@@ -142,9 +140,7 @@ async def _sign_in(client: Client, first_user: int) -> list[bytes]:
 
 
 def _target(contender: str, args: argparse.Namespace, sqlite_url: str) -> Target:
-    url = {"sqlsession-sqlite": sqlite_url, "sqlsession-postgres": args.postgres_url}.get(
-        contender
-    )
+    url = {"sqlsession-sqlite": sqlite_url, "sqlsession-postgres": args.postgres_url}.get(contender)
     return Target(sql_url=url, table=args.table)
 
 
@@ -244,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_table(results: dict[str, dict[str, list[float]]], routes: list[str]) -> None:
-    medians = {c: {r: statistics.median(v) for r, v in cells.items()} for c, cells in results.items()}
+    medians = {
+        c: {r: statistics.median(v) for r, v in cells.items()} for c, cells in results.items()
+    }
     print("app CPU per request, µs (median of rounds); x none / x starsessions-redis")
     print(f"{'contender':<22}" + "".join(f"{r:>28}" for r in routes))
     for c, cells in medians.items():

@@ -671,3 +671,25 @@ def test_a_request_that_sets_no_cookie_logs_nothing(caplog: pytest.LogCaptureFix
     ):
         assert client.get("/").json() == {}
     assert plain_http_warnings(caplog) == []
+
+
+def test_the_cookie_is_found_among_others_and_not_in_lookalike_names() -> None:
+    from sqlsession.web._cookies import CookiePolicy
+
+    policy = CookiePolicy(name="session", https_only=False)
+    headers = [
+        (b"host", b"example.com"),
+        (b"cookie", b"theme=dark; lang=en"),  # none of ours: skipped without splitting
+        (b"cookie", b"mysession=x; session_old=y"),  # our name only inside other names
+        (b"cookie", b"a=1;  session=first ;session=second"),
+        (b"Cookie", b"session=third"),
+    ]
+    assert policy.read(headers) == ["first", "second", "third"]
+    assert policy.read([(b"cookie", b"theme=dark")]) == []
+    # The precomputed attributes are the ones the policy describes.
+    assert policy.set_header("id", None) == b"session=id; Path=/; HttpOnly; SameSite=Lax"
+    assert policy.expire_header().endswith(b"; Path=/; HttpOnly; SameSite=Lax")
+    secure = CookiePolicy(name="__Host-s", same_site="strict", https_only=True)
+    assert secure.set_header("id", 1.5) == (
+        b"__Host-s=id; Max-Age=2; Path=/; HttpOnly; SameSite=Strict; Secure"
+    )

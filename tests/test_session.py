@@ -14,6 +14,7 @@ from sqlsession import InvalidTTLError, SessionError, ValueNotSerializableError
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.drivers.sql import SQLDriver
 from sqlsession.web import CookieChange, Session, SessionStore, end_user_sessions
+from sqlsession.web._ids import key_label, log_label
 from tests.conftest import FakeClock
 
 
@@ -353,6 +354,8 @@ async def test_stored_value_that_is_not_a_session_is_logged_and_replaced(
     assert dict(session) == {}
     assert "cannot read" in caplog.text
     assert sid not in caplog.text  # ids never reach the logs
+    # ...but the label `sqlsession inspect` shows for this session does.
+    assert f"Session {log_label(sid)} " in caplog.text
     session["x"] = 1
     change = await store.commit(session)
     assert change is not None
@@ -602,3 +605,10 @@ async def test_ids_and_values_stay_out_of_reprs(driver: Any, clock: FakeClock) -
     assert "4242" not in str(error.value)
     with pytest.raises(TypeError, match="empty"):
         await end_user_sessions(driver, "")
+
+
+def test_the_label_of_a_storage_key_is_the_label_of_its_id() -> None:
+    # The store labels its log lines from the key it has hashed already.
+    for sid in ("a" * 43, "B-_9" * 10 + "xyz"):
+        assert key_label(storage_key(sid)) == log_label(sid)
+        assert len(log_label(sid)) == 12

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
@@ -63,6 +63,9 @@ class CookiePolicy:
     domain: str | None = None
     same_site: str = "lax"
     https_only: bool = True
+    # Worked out once in __post_init__: every response that sets a cookie uses them.
+    _attrs: str = field(init=False, repr=False, compare=False, default="")
+    _name_bytes: bytes = field(init=False, repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:
         check_cookie_name(self.name)
@@ -97,6 +100,8 @@ class CookiePolicy:
                 "__Secure- cookies without Secure. Pick a name without the prefix for "
                 "local development over http."
             )
+        object.__setattr__(self, "_attrs", self._attributes())
+        object.__setattr__(self, "_name_bytes", self.name.encode("latin-1"))
 
     def _attributes(self) -> str:
         parts = [f"Path={self.path}"]
@@ -111,12 +116,12 @@ class CookiePolicy:
     def set_header(self, session_id: str, max_age: float | None) -> bytes:
         """A ``Set-Cookie`` value carrying `session_id` (no Max-Age: a browser-session cookie)."""
         lifetime = "" if max_age is None else f"; Max-Age={max(1, math.ceil(max_age))}"
-        return f"{self.name}={session_id}{lifetime}; {self._attributes()}".encode("latin-1")
+        return f"{self.name}={session_id}{lifetime}; {self._attrs}".encode("latin-1")
 
     def expire_header(self) -> bytes:
         """A ``Set-Cookie`` value that makes the browser drop the cookie now."""
         return (
-            f"{self.name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; {self._attributes()}"
+            f"{self.name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; {self._attrs}"
         ).encode("latin-1")
 
     def read(self, headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
@@ -127,7 +132,8 @@ class CookiePolicy:
         """
         found: list[str] = []
         for name, value in headers:
-            if name.lower() != b"cookie":
+            # A header without our name anywhere in it (other cookies only) is not split.
+            if name.lower() != b"cookie" or self._name_bytes not in value:
                 continue
             for pair in value.decode("latin-1").split(";"):
                 key, sep, val = pair.strip().partition("=")

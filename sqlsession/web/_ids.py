@@ -84,3 +84,12 @@ def keyed_user_key(secret: str | bytes | None) -> Callable[[str], str]:
 def log_label(session_id: str) -> str:
     """A short, non-secret label for a session in log messages (never the id itself)."""
     return _digest(session_id)[:12]
+
+
+def key_label(key: str) -> str:
+    """`log_label` of the session whose `storage_key` is `key`, without hashing again.
+
+    The label is the start of the same digest, so a request that has hashed its id
+    for the lookup gets the label by slicing.
+    """
+    return key[len(SESSION_PREFIX) : len(SESSION_PREFIX) + 12]

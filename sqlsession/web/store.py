@@ -168,7 +168,7 @@ class SessionStore:
         candidates = [v for v in cookie_values if _ids.is_well_formed(v)]
         for session_id in candidates[:_MAX_CANDIDATES]:
             key = _ids.storage_key(session_id)
-            label = _ids.log_label(session_id)
+            label = _ids.key_label(key)
             try:
                 found, row = await self._read(key)
             except CorruptValueError:
