@@ -76,8 +76,8 @@ class Client:
         assert self._lifespan is not None
         await self._lifespan
 
-    async def request(self, method: str, path: str, cookie: bytes | None) -> tuple[int, bytes]:
-        """One request; returns its status and the cookie pair it set (or `cookie`)."""
+    async def request(self, method: str, path: str, cookie: bytes | None) -> tuple[bytes, bytes]:
+        """One request; returns the cookie pair it set (or `cookie`) and its body."""
         headers = [(b"host", b"127.0.0.1:8000")]
         if cookie is not None:
             headers.append((b"cookie", cookie))
@@ -98,6 +98,7 @@ class Client:
         }
         status = 0
         sent = False
+        body = bytearray()
 
         async def receive() -> dict[str, Any]:
             nonlocal sent
@@ -113,12 +114,14 @@ class Client:
                 for name, value in message.get("headers", ()):
                     if name == b"set-cookie":
                         cookie = bytes(value).split(b";", 1)[0]
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
 
         await self.app(scope, receive, send)
         if status != 200:
             raise RuntimeError(f"{method} {path} answered {status}")
         assert cookie is not None or path == "/plain"
-        return status, cookie or b""
+        return cookie or b"", bytes(body)
 
 
 async def _cell(client: Client, cookies: list[bytes], route: str, requests: int) -> float:
@@ -127,14 +130,23 @@ async def _cell(client: Client, cookies: list[bytes], route: str, requests: int)
     count = len(cookies)
     start = time.process_time()
     for i in range(requests):
-        await client.request(method, path, cookies[i % count])
+        # Keep what the response set: the cookie contender's session is the cookie.
+        cookies[i % count], _ = await client.request(method, path, cookies[i % count])
     return (time.process_time() - start) / requests * 1e6
+
+
+async def _check_writes(client: Client, cookies: list[bytes], contender: str) -> None:
+    """Fail unless the writes were stored: a contender that drops them cannot look fast."""
+    _, body = await client.request("GET", "/read", cookies[0])
+    counter = int(body.split()[-1])
+    if counter < 1:
+        raise RuntimeError(f"{contender}: /write stored nothing (counter {counter})")
 
 
 async def _sign_in(client: Client, first_user: int) -> list[bytes]:
     cookies = []
     for n in range(first_user, first_user + SESSIONS):
-        _, cookie = await client.request("POST", f"/signin/{n}", None)
+        cookie, _ = await client.request("POST", f"/signin/{n}", None)
         cookies.append(cookie)
     return cookies
 
@@ -154,7 +166,10 @@ async def _run_contender(
         # Warm up (connections, caches) before measuring.
         for route in args.routes:
             await _cell(client, cookies, route, 50)
-        return {r: await _cell(client, cookies, r, args.requests) for r in args.routes}
+        cells = {r: await _cell(client, cookies, r, args.requests) for r in args.routes}
+        if "write" in args.routes:
+            await _check_writes(client, cookies, contender)
+        return cells
     finally:
         await client.stop()
 
@@ -165,7 +180,8 @@ async def _profile(contender: str, route: str, args: argparse.Namespace, sqlite_
     try:
         cookies = await _sign_in(client, 10_000)
         await _cell(client, cookies, route, 50)
-        profiler = cProfile.Profile()
+        # CPU time, not wall time: waiting for the database in epoll costs nothing here.
+        profiler = cProfile.Profile(time.process_time)
         profiler.enable()
         await _cell(client, cookies, route, args.requests)
         profiler.disable()
