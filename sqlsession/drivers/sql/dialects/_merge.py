@@ -1,0 +1,223 @@
+"""`merge_existing` as one UPDATE: the database applies the changes to the stored JSON.
+
+The general merge (`SQLDialect.locked_row`) is a transaction of four round trips: BEGIN,
+a locking read, the UPDATE of the merged dict, COMMIT. Here the UPDATE itself removes
+and sets the dict's members, with the database's own JSON functions, on the row version
+it locks, so two merges of different members of one item both persist without a
+transaction, and a merge never creates a row (an UPDATE only changes one that is there
+and live). Each new member's text goes in as the caller encoded it; the database parses
+it (which validates it) but Python never decodes it.
+
+A statement applies only when the row's value is a JSON object the database can hold;
+it changes no row otherwise (absent, expired, not a dict, too deep for MariaDB, invalid
+JSON), and the driver then finds out why through the general path, which raises the
+precise error or reports the item absent. What each database keeps of the stored text:
+PostgreSQL and SQLite keep every member's text as it is (PostgreSQL through ``json``, not
+``jsonb``, which would turn ``1e+20`` into an integer); MariaDB reformats the spacing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["MergeStatement", "MySQLMerge", "PostgresMerge", "SQLiteMerge", "safe_path_name"]
+
+# Statement texts kept per shape (members set, members deleted, RETURNING): a session
+# changes few members per request, so a few dozen shapes cover an app.
+_SHAPES_MAX = 64
+# What a member name may hold to be written into a quoted JSON path ("$."name""): SQLite
+# and MariaDB read the quoted name up to the next quote and take no escapes, so a name
+# with a quote or backslash (or a control character) goes through the general merge.
+_UNSAFE_IN_PATH = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
+
+
+def safe_path_name(name: str) -> bool:
+    """Whether `name` can be written as ``"name"`` in a SQLite or MariaDB JSON path."""
+    return _UNSAFE_IN_PATH.isdisjoint(name)
+
+
+class MergeStatement:
+    """Builds the UPDATE that merges one item, for one database's fast path.
+
+    Args:
+        table: the session table's name, quoted (and schema-qualified) for the database.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._shapes: dict[tuple[int, int, bool], str] = {}
+
+    def build(
+        self,
+        key: str,
+        texts: Mapping[str, str],
+        delete: Sequence[str],
+        exp: int | None,
+        now: int,
+        *,
+        returning: bool,
+    ) -> tuple[str, list[Any]] | None:
+        """The SQL text and its arguments, or None when this merge needs the general path.
+
+        The statement changes one row exactly when the live item `key` holds a JSON
+        object (the row's count says so); with `returning` it returns the new value.
+
+        Args:
+            key: the session key.
+            texts: member names and the JSON text of their new values.
+            delete: member names to remove (before `texts` are set).
+            exp: the item's new expiry in ms (None: never).
+            now: the current time in ms (what is live).
+            returning: whether the statement returns the merged value.
+        """
+        raise NotImplementedError
+
+    def _shape(self, shape: tuple[int, int, bool]) -> str:
+        sql = self._shapes.get(shape)
+        if sql is None:
+            if len(self._shapes) >= _SHAPES_MAX:
+                # The oldest shape goes first; the dict keeps insertion order.
+                del self._shapes[next(iter(self._shapes))]
+            sql = self._shapes[shape] = self._text(*shape)
+        return sql
+
+    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+        raise NotImplementedError
+
+
+class PostgresMerge(MergeStatement):
+    """PostgreSQL: one statement text for every shape (the members travel as arrays).
+
+    The stored text is read as ``json`` (which keeps each member's text as written) and
+    rebuilt member by member: kept members in their place, replaced ones in their place
+    with the new text, new ones after them. The result is cast to ``json``, which
+    validates the new texts. A member name holding U+0000 (which PostgreSQL's text cannot
+    hold) goes through the general path.
+    """
+
+    def build(
+        self,
+        key: str,
+        texts: Mapping[str, str],
+        delete: Sequence[str],
+        exp: int | None,
+        now: int,
+        *,
+        returning: bool,
+    ) -> tuple[str, list[Any]] | None:
+        names = list(texts)
+        if any("\x00" in name for name in (*names, *delete)):
+            return None
+        args = [key, names, list(texts.values()), list(delete), exp, now]
+        return self._shape((0, 0, returning)), args
+
+    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+        t = self.table
+        # FULL JOIN: a stored member that is kept (j only), replaced (both) or new (s only).
+        members = (
+            "SELECT COALESCE(j.k, s.k) AS k, COALESCE(s.v, j.v::text) AS v, "
+            "COALESCE(j.o, 1e18 + s.o) AS o "
+            f"FROM (SELECT * FROM json_each({t}.value::json) WITH ORDINALITY AS e(k, v, o) "
+            "WHERE e.k <> ALL($4::text[])) AS j "
+            "FULL JOIN unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(k, v, o) "
+            "ON s.k = j.k"
+        )
+        merged = (
+            "(SELECT COALESCE('{' || string_agg(to_json(m.k)::text || ':' || m.v, ',' "
+            f"ORDER BY m.o) || '}}', '{{}}')::json::text FROM ({members}) AS m)"
+        )
+        sql = (
+            f"UPDATE {t} SET value = {merged}, expires_at = $5::bigint "
+            "WHERE key = $1::text AND (expires_at IS NULL OR expires_at > $6::bigint) "
+            "AND json_typeof(value::json) = 'object'"
+        )
+        return sql + (" RETURNING value" if returning else "")
+
+
+class SQLiteMerge(MergeStatement):
+    """SQLite: ``json_set(json_remove(value, ...), ...)``, one text per shape.
+
+    ``json_set`` takes a value wrapped in ``json()`` as JSON rather than as a string, and
+    keeps every other member's text.
+    """
+
+    def build(
+        self,
+        key: str,
+        texts: Mapping[str, str],
+        delete: Sequence[str],
+        exp: int | None,
+        now: int,
+        *,
+        returning: bool,
+    ) -> tuple[str, list[Any]] | None:
+        if not all(safe_path_name(name) for name in (*texts, *delete)):
+            return None
+        args: list[Any] = [f'$."{name}"' for name in delete]
+        for name, text in texts.items():
+            args += (f'$."{name}"', text)
+        args += (exp, key, now)
+        return self._shape((len(texts), len(delete), returning)), args
+
+    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+        value = "value"
+        if deletes:
+            value = f"json_remove({value}{', ?' * deletes})"
+        if sets:
+            value = f"json_set({value}{', ?, json(?)' * sets})"
+        sql = (
+            f"UPDATE {self.table} SET value = {value}, expires_at = ? WHERE key = ? "
+            "AND (expires_at IS NULL OR expires_at > ?) AND json_type(value) = 'object'"
+        )
+        return sql + (" RETURNING value" if returning else "")
+
+
+# MariaDB's JSON functions give up (NULL) on documents nested 32 deep or more; the
+# statement leaves those to the general merge.
+_MARIADB_DEPTH = 32
+
+
+class MySQLMerge(MergeStatement):
+    """MariaDB and MySQL: ``JSON_SET(JSON_REMOVE(value, ...), ...)``, one text per shape.
+
+    No ``JSON_MERGE_PATCH``: it would drop members whose new value is null and merge
+    nested objects instead of replacing them. A text goes in through ``JSON_EXTRACT(text,
+    '$')``, which is JSON to ``JSON_SET``; as MariaDB returns NULL (and warns) where its
+    JSON functions fail, every new text must have a ``JSON_DEPTH`` (which it has not
+    when it is invalid or too deep) and the stored value must be an object MariaDB can
+    read, or the statement changes nothing. No ``RETURNING``: MariaDB's UPDATE has none.
+    """
+
+    def build(
+        self,
+        key: str,
+        texts: Mapping[str, str],
+        delete: Sequence[str],
+        exp: int | None,
+        now: int,
+        *,
+        returning: bool,
+    ) -> tuple[str, list[Any]] | None:
+        if returning or not all(safe_path_name(name) for name in (*texts, *delete)):
+            return None
+        args: list[Any] = [f'$."{name}"' for name in delete]
+        for name, text in texts.items():
+            args += (f'$."{name}"', text)
+        args += (exp, key, now, *texts.values())
+        return self._shape((len(texts), len(delete), False)), args
+
+    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+        value = "value"
+        if deletes:
+            value = f"JSON_REMOVE({value}{', %s' * deletes})"
+        if sets:
+            pairs = ", %s, JSON_EXTRACT(%s, '$')" * sets
+            value = f"JSON_SET({value}{pairs})"
+        # A member one level down: its own depth must stay below the limit by one more.
+        valid = f" AND JSON_DEPTH(%s) < {_MARIADB_DEPTH - 1}" * sets
+        return (
+            f"UPDATE {self.table} SET value = {value}, expires_at = %s WHERE `key` = %s "
+            f"AND (expires_at IS NULL OR expires_at > %s) AND JSON_TYPE(value) = 'OBJECT'"
+            f"{valid}"
+        )
