@@ -94,9 +94,10 @@ _CONFLICT = 1213
 _LOCK_TIMEOUT = 1205
 _ALREADY_EXISTS = 1050
 _DUPLICATE_KEY = 1062
-# A merge statement's JSON refused: a NULL (a failed MariaDB JSON function) for the NOT
-# NULL value in strict mode; MySQL's invalid JSON text, path, type and depth errors.
-_JSON_REFUSED = frozenset({1048, 3140, 3141, 3143, 3146, 3157})
+# A merge statement's JSON refused: MariaDB's JSON warnings (invalid text, 32 deep),
+# which strict mode makes errors in an UPDATE; a NULL for the NOT NULL value; MySQL's
+# invalid JSON text, path, type and depth errors.
+_JSON_REFUSED = frozenset({*range(4036, 4050), 1048, 3140, 3141, 3143, 3146, 3157})
 # How long a migration waits for another one of the same table, and how long a
 # migration's lock outlives a migrator that died holding it.
 _MIGRATION_LOCK_WAIT_S = 600
