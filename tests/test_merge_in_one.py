@@ -59,7 +59,7 @@ class Trips:
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
     counter = Trips()
-    execute = aiosqlite.Connection._execute
+    execute: Any = aiosqlite.Connection._execute
 
     async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
         counter.count += 1
