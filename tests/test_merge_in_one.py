@@ -285,3 +285,51 @@ async def test_many_shapes_of_merge(driver: SQLDriver) -> None:
                 expected.pop(name, None)
             expected.update({name: int(text) for name, text in texts.items()})
     assert await driver.get_item("s") == expected
+
+
+# -- merge_item: the same merge as one upsert (PostgreSQL, SQLite) -------------------------
+
+
+@pytest.mark.parametrize("url", ["sqlite", "postgres"], indirect=True)
+async def test_merge_item_is_one_round_trip(url: str, trips: Trips) -> None:
+    async with SQLDriver(url) as driver:
+        trips.watch(driver)
+        await driver.merge_item("s", set={"a": 1})
+        await driver.merge_item("new-a", set={"a": 1})
+        trips.count = 0
+        assert await driver.merge_item("s", set={"b": [2]}, delete=["a"]) == {"b": [2]}
+        assert await driver.merge_item("new-b", set={"b": 2}) == {"b": 2}
+        assert trips.count == 2
+
+
+async def test_merge_item_starts_an_absent_or_expired_item_from_an_empty_dict(
+    driver: SQLDriver, clock: FakeClock
+) -> None:
+    assert await driver.merge_item("s", set={"a": 1}, delete=["x"], ttl=10) == {"a": 1}
+    assert await driver.merge_item("s", set={"b": None}, ttl=10) == {"a": 1, "b": None}
+    clock.advance(10)
+    assert await driver.merge_item("s", set={"c": 3}, ttl=20) == {"c": 3}
+    clock.advance(19.999)
+    assert await driver.get_item("s") == {"c": 3}
+    clock.advance(0.001)
+    assert await driver.get_item("s") is None
+    assert await driver.merge_item("empty") == {}
+    assert await driver.get_item("empty") == {}
+
+
+@pytest.mark.parametrize("stored", [[1, 2], 7, None])
+async def test_merge_item_refuses_a_live_value_that_is_not_a_dict(
+    driver: SQLDriver, stored: Any
+) -> None:
+    await driver.set_item("s", stored, ttl=50)
+    expiry = await driver.get_expiry("s")
+    with pytest.raises(ValueNotSerializableError, match="dict"):
+        await driver.merge_item("s", set={"a": 1}, ttl=500)
+    assert await driver.get_item("s") == stored
+    assert await driver.get_expiry("s") == expiry
+
+
+async def test_concurrent_merge_items_of_a_new_item_all_persist(driver: SQLDriver) -> None:
+    merged = await asyncio.gather(*(driver.merge_item("s", set={f"m{i}": i}) for i in range(24)))
+    assert all(f"m{i}" in merged[i] for i in range(24))
+    assert await driver.get_item("s") == {f"m{i}": i for i in range(24)}

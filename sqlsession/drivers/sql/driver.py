@@ -529,7 +529,9 @@ class SQLDriver(ExpiryMixin):
         """Apply `set` and `delete` to the dict stored under `key` in one atomic step.
 
         The row is locked while it is changed, so two processes changing different keys
-        of one value both win. An absent or expired item starts from an empty dict.
+        of one value both win. An absent or expired item starts from an empty dict. One
+        upsert on PostgreSQL and SQLite that merges in the database (`dialects._merge`);
+        a short locked transaction on MariaDB/MySQL.
 
         Args:
             key: the session key.
@@ -544,6 +546,12 @@ class SQLDriver(ExpiryMixin):
             ValueNotSerializableError: the stored value is not a dict, or `set` is not
                 JSON; nothing is written.
         """
+        texts, removals = member_texts(key, set, delete)
+        exp = self._expires_at(ttl)
+        row = await self._merge_in_one(key, texts, removals, exp, returning=True, create=True)
+        if isinstance(row, str):
+            stored: dict[str, Any] = _codec.decode(row, key)
+            return stored
         merged = await self._merge(key, set, delete, ttl, create=True)
         assert merged is not None  # an absent item starts from {}
         return merged
@@ -587,8 +595,10 @@ class SQLDriver(ExpiryMixin):
         exp: int | None,
         *,
         returning: bool,
+        create: bool = False,
     ) -> str | bool | None:
-        """`merge_existing` as one UPDATE on the fast path (`dialects._merge`).
+        """`merge_existing` as one UPDATE on the fast path (`dialects._merge`); with
+        `create` (and `returning`), `merge_item` as one upsert.
 
         Returns:
             True (or with `returning`, the merged JSON text) when it merged; False when
@@ -600,7 +610,9 @@ class SQLDriver(ExpiryMixin):
         built = None
         if self._merge_statement is not None:
             now = self._now_ms()
-            built = self._merge_statement.build(key, texts, removals, exp, now, returning=returning)
+            built = self._merge_statement.build(
+                key, texts, removals, exp, now, returning=returning, create=create
+            )
         if built is None or self._fast is None:
             return None
         fast = self._fast
@@ -621,6 +633,8 @@ class SQLDriver(ExpiryMixin):
             return str(result[0])
         if not returning and result:
             return True
+        if create:
+            return None  # a live value that is not a dict: the locked merge refuses it
         # No row changed: absent or expired (the common case, one more read), or a value
         # the statement cannot merge into, which the general merge then refuses.
         if await self.get_text(key) is None:

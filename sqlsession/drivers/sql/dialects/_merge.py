@@ -1,4 +1,5 @@
-"""`merge_existing` as one UPDATE: the database applies the changes to the stored JSON.
+"""`merge_existing` as one UPDATE (and `merge_item` as one upsert): the database applies
+the changes to the stored JSON.
 
 The general merge (`SQLDialect.locked_row`) is a transaction of four round trips: BEGIN,
 a locking read, the UPDATE of the merged dict, COMMIT. Here the UPDATE itself removes
@@ -6,7 +7,10 @@ and sets the dict's members, with the database's own JSON functions, on the row 
 it locks, so two merges of different members of one item both persist without a
 transaction, and a merge never creates a row (an UPDATE only changes one that is there
 and live). Each new member's text goes in as the caller encoded it; the database parses
-it (which validates it) but Python never decodes it.
+it (which validates it) but Python never decodes it. `merge_item`, which starts an
+absent or expired item from an empty dict, is the same merge in an ``INSERT ... ON
+CONFLICT DO UPDATE`` on PostgreSQL and SQLite (MariaDB has no upsert that returns the
+row: there it is the locked merge).
 
 A statement applies only when the row's value is a JSON object the database can hold;
 it changes no row otherwise (absent, expired, not a dict, too deep for MariaDB, invalid
@@ -46,7 +50,7 @@ class MergeStatement:
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self._shapes: dict[tuple[int, int, bool], str] = {}
+        self._shapes: dict[tuple[int, int, bool, bool], str] = {}
 
     def build(
         self,
@@ -57,6 +61,7 @@ class MergeStatement:
         now: int,
         *,
         returning: bool,
+        create: bool = False,
     ) -> tuple[str, list[Any]] | None:
         """The SQL text and its arguments, or None when this merge needs the general path.
 
@@ -70,10 +75,13 @@ class MergeStatement:
             exp: the item's new expiry in ms (None: never).
             now: the current time in ms (what is live).
             returning: whether the statement returns the merged value.
+            create: ``merge_item``: an absent or expired item starts from an empty
+                dict (an upsert, with `returning`); the statement then changes no row
+                only when the live value is not a dict.
         """
         raise NotImplementedError
 
-    def _shape(self, shape: tuple[int, int, bool]) -> str:
+    def _shape(self, shape: tuple[int, int, bool, bool]) -> str:
         sql = self._shapes.get(shape)
         if sql is None:
             if len(self._shapes) >= _SHAPES_MAX:
@@ -82,8 +90,11 @@ class MergeStatement:
             sql = self._shapes[shape] = self._text(*shape)
         return sql
 
-    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+    def _text(self, sets: int, deletes: int, returning: bool, create: bool) -> str:
         raise NotImplementedError
+
+
+_EMPTY = "'{}'"  # the SQL literal of an empty JSON object
 
 
 class PostgresMerge(MergeStatement):
@@ -105,30 +116,45 @@ class PostgresMerge(MergeStatement):
         now: int,
         *,
         returning: bool,
+        create: bool = False,
     ) -> tuple[str, list[Any]] | None:
         names = list(texts)
         if any("\x00" in name for name in (*names, *delete)):
             return None
         args = [key, names, list(texts.values()), list(delete), exp, now]
-        return self._shape((0, 0, returning)), args
+        return self._shape((0, 0, returning, create)), args
 
-    def _text(self, sets: int, deletes: int, returning: bool) -> str:
-        t = self.table
+    @staticmethod
+    def _merged(base: str) -> str:
+        """The merged object's text, from the stored text `base` (an SQL expression)."""
         # FULL JOIN: a stored member that is kept (j only), replaced (both) or new (s only).
         members = (
             "SELECT COALESCE(j.k, s.k) AS k, COALESCE(s.v, j.v::text) AS v, "
             "COALESCE(j.o, 1e18 + s.o) AS o "
-            f"FROM (SELECT * FROM json_each({t}.value::json) WITH ORDINALITY AS e(k, v, o) "
+            f"FROM (SELECT * FROM json_each(({base})::json) WITH ORDINALITY AS e(k, v, o) "
             "WHERE e.k <> ALL($4::text[])) AS j "
             "FULL JOIN unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(k, v, o) "
             "ON s.k = j.k"
         )
-        merged = (
+        return (
             "(SELECT COALESCE('{' || string_agg(to_json(m.k)::text || ':' || m.v, ',' "
             f"ORDER BY m.o) || '}}', '{{}}')::json::text FROM ({members}) AS m)"
         )
+
+    def _text(self, sets: int, deletes: int, returning: bool, create: bool) -> str:
+        t = self.table
+        if create:
+            live = "(cur.expires_at IS NULL OR cur.expires_at > $6::bigint)"
+            return (
+                f"INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
+                f"($1::text, {self._merged(_EMPTY)}, $5::bigint) "
+                f"ON CONFLICT (key) DO UPDATE SET value = CASE WHEN {live} "
+                f"THEN {self._merged('cur.value')} ELSE EXCLUDED.value END, "
+                f"expires_at = EXCLUDED.expires_at "
+                f"WHERE NOT {live} OR json_typeof(cur.value::json) = 'object' RETURNING value"
+            )
         sql = (
-            f"UPDATE {t} SET value = {merged}, expires_at = $5::bigint "
+            f"UPDATE {t} SET value = {self._merged(f'{t}.value')}, expires_at = $5::bigint "
             "WHERE key = $1::text AND (expires_at IS NULL OR expires_at > $6::bigint) "
             "AND json_typeof(value::json) = 'object'"
         )
@@ -151,21 +177,37 @@ class SQLiteMerge(MergeStatement):
         now: int,
         *,
         returning: bool,
+        create: bool = False,
     ) -> tuple[str, list[Any]] | None:
         if not all(safe_path_name(name) for name in (*texts, *delete)):
             return None
-        args: list[Any] = [f'$."{name}"' for name in delete]
+        pairs: list[Any] = []
         for name, text in texts.items():
-            args += (f'$."{name}"', text)
-        args += (exp, key, now)
-        return self._shape((len(texts), len(delete), returning)), args
+            pairs += (f'$."{name}"', text)
+        paths = [f'$."{name}"' for name in delete]
+        if create:
+            args = [key, *pairs, exp, now, *paths, *pairs, now]
+        else:
+            args = [*paths, *pairs, exp, key, now]
+        return self._shape((len(texts), len(delete), returning, create)), args
 
-    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+    def _text(self, sets: int, deletes: int, returning: bool, create: bool) -> str:
         value = "value"
         if deletes:
             value = f"json_remove({value}{', ?' * deletes})"
         if sets:
             value = f"json_set({value}{', ?, json(?)' * sets})"
+        if create:
+            new = f"json_set('{{}}'{', ?, json(?)' * sets})" if sets else "'{}'"
+            live = "(expires_at IS NULL OR expires_at > ?)"
+            # In DO UPDATE a bare column is the stored row's, excluded.* the new row's.
+            return (
+                f"INSERT INTO {self.table} (key, value, expires_at) VALUES (?, {new}, ?) "
+                f"ON CONFLICT (key) DO UPDATE SET value = CASE WHEN {live} THEN {value} "
+                "ELSE excluded.value END, expires_at = excluded.expires_at "
+                "WHERE NOT (expires_at IS NULL OR expires_at > ?) "
+                "OR json_type(value) = 'object' RETURNING value"
+            )
         sql = (
             f"UPDATE {self.table} SET value = {value}, expires_at = ? WHERE key = ? "
             "AND (expires_at IS NULL OR expires_at > ?) AND json_type(value) = 'object'"
@@ -198,16 +240,17 @@ class MySQLMerge(MergeStatement):
         now: int,
         *,
         returning: bool,
+        create: bool = False,
     ) -> tuple[str, list[Any]] | None:
-        if returning or not all(safe_path_name(name) for name in (*texts, *delete)):
+        if returning or create or not all(safe_path_name(n) for n in (*texts, *delete)):
             return None
         args: list[Any] = [f'$."{name}"' for name in delete]
         for name, text in texts.items():
             args += (f'$."{name}"', text)
         args += (exp, key, now, *texts.values())
-        return self._shape((len(texts), len(delete), False)), args
+        return self._shape((len(texts), len(delete), False, False)), args
 
-    def _text(self, sets: int, deletes: int, returning: bool) -> str:
+    def _text(self, sets: int, deletes: int, returning: bool, create: bool) -> str:
         value = "value"
         if deletes:
             value = f"JSON_REMOVE({value}{', %s' * deletes})"
