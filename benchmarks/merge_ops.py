@@ -5,12 +5,15 @@
         --ops 2000 --rounds 3
 
 For each URL: a table of its own (created, then dropped), 16 sessions of about 1 KB,
-then ``merge_existing_text`` as a changed request sends it (two members set, a counter
-and a 6-item cart, and one deleted) ``--ops`` times, in turns:
+then a changed request's write (two members set, a counter and a 6-item cart, and one
+deleted) ``--ops`` times through ``merge_existing_text`` (the texts the session layer
+encoded) and through ``merge_existing`` (values), in turns:
 
-    locked   what main ran at bb32a89: the texts decoded in Python, then the locked
-             merge (BEGIN, a locking read, the UPDATE of the merged dict, COMMIT)
-    one      the one UPDATE that merges in the database (`dialects._merge`)
+    locked   what main ran at bb32a89 for both: the locked merge (BEGIN, a locking
+             read, the UPDATE of the merged dict, COMMIT), the texts decoded first
+    one      the one UPDATE that merges in the database (`dialects._merge`); for
+             merge_existing on MariaDB, which has no UPDATE ... RETURNING, the locked
+             merge again
 
 each sequentially (one task) and from 16 tasks (one session each), ``--rounds`` times
 alternating; prints ops/s (the median of the rounds) and one/locked. Not part of the
@@ -65,32 +68,51 @@ async def bench(url: str, ops: int, rounds: int) -> None:
         sessions = make_keys(TASKS)
         await driver.set_many({key: session_value(n) for n, key in enumerate(sessions)})
 
-        async def one(task: int, i: int) -> None:
+        values = [
+            {name: json.loads(text) for name, text in change(i)[0].items()} for i in range(ops)
+        ]
+
+        async def one_text(task: int, i: int) -> None:
             texts, delete = change(i)
             assert await driver.merge_existing_text(sessions[task], texts, delete)
 
-        async def locked(task: int, i: int) -> None:
-            # merge_existing_text as it was up to bb32a89.
+        async def locked_text(task: int, i: int) -> None:
+            # merge_existing_text as main ran it at bb32a89.
             key = sessions[task]
             texts, delete = change(i)
-            values = {name: _codec.decode(text, key) for name, text in texts.items()}
-            assert await driver._merge(key, values, delete, TTL, create=False) is not None
+            decoded = {name: _codec.decode(text, key) for name, text in texts.items()}
+            assert await driver._merge(key, decoded, delete, TTL, create=False) is not None
 
-        contenders = {"locked": locked, "one": one}
-        await run(100, 1, one)  # warm: connections opened, statements prepared
-        await run(100, 1, locked)
-        results: dict[tuple[str, int], list[float]] = {}
+        async def one_values(task: int, i: int) -> None:
+            assert await driver.merge_existing(sessions[task], values[i], ["flash"]) is not None
+
+        async def locked_values(task: int, i: int) -> None:
+            # merge_existing as main ran it at bb32a89.
+            merged = await driver._merge(sessions[task], values[i], ["flash"], TTL, create=False)
+            assert merged is not None
+
+        apis = {
+            "merge_existing_text": {"locked": locked_text, "one": one_text},
+            "merge_existing": {"locked": locked_values, "one": one_values},
+        }
+        for contenders in apis.values():
+            for merge in contenders.values():
+                await run(100, 1, merge)  # warm: connections opened, statements prepared
+        results: dict[tuple[str, str, int], list[float]] = {}
         for _ in range(rounds):
             for tasks in (1, TASKS):
-                for name, merge in contenders.items():
-                    rate = await run(ops, tasks, merge)
-                    results.setdefault((name, tasks), []).append(rate)
-        print(f"\n## {driver.dialect}: merge_existing_text, {ops} calls, median of {rounds}")
-        print(f"{'tasks':>5} {'locked ops/s':>13} {'one ops/s':>10} {'one/locked':>11}")
-        for tasks in (1, TASKS):
-            old = statistics.median(results[("locked", tasks)])
-            new = statistics.median(results[("one", tasks)])
-            print(f"{tasks:5} {old:13.0f} {new:10.0f} {new / old:10.2f}x")
+                for api, contenders in apis.items():
+                    for name, merge in contenders.items():
+                        rate = await run(ops, tasks, merge)
+                        results.setdefault((api, name, tasks), []).append(rate)
+        print(f"\n## {driver.dialect}: {ops} calls, median of {rounds}")
+        header = f"{'operation':20} {'tasks':>5} {'locked ops/s':>13} {'one ops/s':>10}"
+        print(f"{header} {'one/locked':>11}")
+        for api in apis:
+            for tasks in (1, TASKS):
+                old = statistics.median(results[(api, "locked", tasks)])
+                new = statistics.median(results[(api, "one", tasks)])
+                print(f"{api:20} {tasks:5} {old:13.0f} {new:10.0f} {new / old:10.2f}x")
     finally:
         await driver.dispose()
         await drop_table(url, TABLE)
