@@ -1,7 +1,10 @@
 """The SQL driver: JSON session values in one keyed table, on any database with a dialect.
 
-Every operation is one statement on an autocommit connection, except `merge_item`, a
-short transaction that locks the row it changes, and, on MySQL/MariaDB only,
+Every operation is one statement on an autocommit connection (`merge_existing` and
+`merge_item` one that merges in the database, `dialects._merge`), except the general
+path of the merges, a short transaction that locks the row it changes (on MySQL/MariaDB
+for `merge_item` and `merge_existing`, elsewhere only for what the one statement cannot
+decide), and, on MySQL/MariaDB only,
 `get_entry(renew=...)` (a short transaction: no ``UPDATE ... RETURNING`` there) and
 `add_item` on a key that exists (an INSERT, then an UPDATE of an expired row). Expiry
 is filtered in SQL, so an expired row is never returned, counted or listed, whether or
