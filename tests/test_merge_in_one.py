@@ -333,3 +333,15 @@ async def test_concurrent_merge_items_of_a_new_item_all_persist(driver: SQLDrive
     merged = await asyncio.gather(*(driver.merge_item("s", set={f"m{i}": i}) for i in range(24)))
     assert all(f"m{i}" in merged[i] for i in range(24))
     assert await driver.get_item("s") == {f"m{i}": i for i in range(24)}
+
+
+@pytest.mark.parametrize("name", ["plain", 'q"uote'])
+async def test_delete_may_be_any_iterable_on_either_path(driver: SQLDriver, name: str) -> None:
+    # A quote in a member name takes the locked merge on SQLite and MariaDB: the names
+    # to delete, read once by the one-statement attempt, must still reach it.
+    await driver.set_item("s", {"a": 1, "b": 2})
+    merged = await driver.merge_existing("s", set={name: 1}, delete=(n for n in ["a"]))
+    assert merged == {"b": 2, name: 1}
+    assert await driver.merge_item("s", set={name: 2}, delete=iter(["b"])) == {name: 2}
+    assert await driver.merge_existing_text("s", {"c": "3"}, (n for n in [name]))
+    assert await driver.get_item("s") == {"c": 3}

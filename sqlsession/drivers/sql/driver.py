@@ -549,13 +549,16 @@ class SQLDriver(ExpiryMixin):
             ValueNotSerializableError: the stored value is not a dict, or `set` is not
                 JSON; nothing is written.
         """
-        texts, removals = member_texts(key, set, delete)
-        exp = self._expires_at(ttl)
-        row = await self._merge_in_one(key, texts, removals, exp, returning=True, create=True)
-        if isinstance(row, str):
-            stored: dict[str, Any] = _codec.decode(row, key)
-            return stored
-        merged = await self._merge(key, set, delete, ttl, create=True)
+        if not self._merges_returning():
+            merged = await self._merge(key, set, delete, ttl, create=True)
+        else:
+            texts, removals = member_texts(key, set, delete)
+            exp = self._expires_at(ttl)
+            row = await self._merge_in_one(key, texts, removals, exp, returning=True, create=True)
+            if isinstance(row, str):
+                stored: dict[str, Any] = _codec.decode(row, key)
+                return stored
+            merged = await self._merge(key, set, removals, ttl, create=True)
         assert merged is not None  # an absent item starts from {}
         return merged
 
@@ -580,6 +583,8 @@ class SQLDriver(ExpiryMixin):
         Raises:
             ValueNotSerializableError: as for `merge_item`.
         """
+        if not self._merges_returning():
+            return await self._merge(key, set, delete, ttl, create=False)
         texts, removals = member_texts(key, set, delete)
         exp = self._expires_at(ttl)
         row = await self._merge_in_one(key, texts, removals, exp, returning=True)
@@ -588,7 +593,11 @@ class SQLDriver(ExpiryMixin):
             return merged
         if row is False:
             return None
-        return await self._merge(key, set, delete, ttl, create=False)
+        return await self._merge(key, set, removals, ttl, create=False)
+
+    def _merges_returning(self) -> bool:
+        """Whether the one-statement merge can return the dict it wrote here."""
+        return self._merge_statement is not None and self._merge_statement.returns_rows
 
     async def _merge_in_one(
         self,

@@ -23,7 +23,7 @@ PostgreSQL and SQLite keep every member's text as it is (PostgreSQL through ``js
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["MergeStatement", "MySQLMerge", "PostgresMerge", "SQLiteMerge", "safe_path_name"]
 
@@ -47,6 +47,9 @@ class MergeStatement:
     Args:
         table: the session table's name, quoted (and schema-qualified) for the database.
     """
+
+    returns_rows: ClassVar[bool] = True
+    """Whether `build` can make statements with ``returning`` (and ``create``)."""
 
     def __init__(self, table: str) -> None:
         self.table = table
@@ -230,6 +233,8 @@ class MySQLMerge(MergeStatement):
     when it is invalid or too deep) and the stored value must be an object MariaDB can
     read, or the statement changes nothing. No ``RETURNING``: MariaDB's UPDATE has none.
     """
+
+    returns_rows = False
 
     def build(
         self,
