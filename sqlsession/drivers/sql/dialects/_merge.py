@@ -13,9 +13,10 @@ CONFLICT DO UPDATE`` on PostgreSQL and SQLite (MariaDB has no upsert that return
 row: there it is the locked merge).
 
 A statement applies only when the row's value is a JSON object the database can hold;
-it changes no row otherwise (absent, expired, not a dict, too deep for MariaDB, invalid
-JSON), and the driver then finds out why through the general path, which raises the
-precise error or reports the item absent. What each database keeps of the stored text:
+otherwise it changes no row or fails with a JSON error (absent, expired, not a dict, too
+deep for MariaDB, invalid JSON: the dialect's `refuses_json` tells those errors), and
+the driver then finds out why through the general path, which raises the precise error
+or reports the item absent. What each database keeps of the stored text:
 PostgreSQL and SQLite keep every member's text as it is (PostgreSQL through ``json``, not
 ``jsonb``, which would turn ``1e+20`` into an integer); MariaDB reformats the spacing.
 """
@@ -69,7 +70,8 @@ class MergeStatement:
         """The SQL text and its arguments, or None when this merge needs the general path.
 
         The statement changes one row exactly when the live item `key` holds a JSON
-        object (the row's count says so); with `returning` it returns the new value.
+        object (the row's count says so; or it fails with an error the dialect's
+        `refuses_json` knows); with `returning` it returns the new value.
 
         Args:
             key: the session key.
@@ -80,7 +82,7 @@ class MergeStatement:
             returning: whether the statement returns the merged value.
             create: ``merge_item``: an absent or expired item starts from an empty
                 dict (an upsert, with `returning`); the statement then changes no row
-                only when the live value is not a dict.
+                (or fails) only when the live value is not a dict.
         """
         raise NotImplementedError
 
@@ -105,9 +107,10 @@ class PostgresMerge(MergeStatement):
 
     The stored text is read as ``json`` (which keeps each member's text as written) and
     rebuilt member by member: kept members in their place, replaced ones in their place
-    with the new text, new ones after them. The result is cast to ``json``, which
-    validates the new texts. A member name holding U+0000 (which PostgreSQL's text cannot
-    hold) goes through the general path.
+    with the new text, new ones after them. The new texts arrive as ``json[]``, which
+    validates them. A stored value that is not an object (``json_each`` raises), or a
+    member name holding U+0000 (which PostgreSQL's text cannot hold), goes through the
+    general path.
     """
 
     def build(
@@ -131,35 +134,35 @@ class PostgresMerge(MergeStatement):
     def _merged(base: str) -> str:
         """The merged object's text, from the stored text `base` (an SQL expression)."""
         # FULL JOIN: a stored member that is kept (j only), replaced (both) or new (s only).
+        # json_each raises (class 22) on a stored value that is not an object.
         members = (
-            "SELECT COALESCE(j.k, s.k) AS k, COALESCE(s.v, j.v::text) AS v, "
+            "SELECT COALESCE(j.k, s.k) AS k, COALESCE(s.v::text, j.v::text) AS v, "
             "COALESCE(j.o, 1e18 + s.o) AS o "
             f"FROM (SELECT * FROM json_each(({base})::json) WITH ORDINALITY AS e(k, v, o) "
             "WHERE e.k <> ALL($4::text[])) AS j "
-            "FULL JOIN unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(k, v, o) "
+            "FULL JOIN unnest($2::text[], $3::json[]) WITH ORDINALITY AS s(k, v, o) "
             "ON s.k = j.k"
         )
         return (
             "(SELECT COALESCE('{' || string_agg(to_json(m.k)::text || ':' || m.v, ',' "
-            f"ORDER BY m.o) || '}}', '{{}}')::json::text FROM ({members}) AS m)"
+            f"ORDER BY m.o) || '}}', '{{}}') FROM ({members}) AS m)"
         )
 
     def _text(self, sets: int, deletes: int, returning: bool, create: bool) -> str:
         t = self.table
         if create:
+            # An expired row is replaced by the new one; CASE reads a live one only.
             live = "(cur.expires_at IS NULL OR cur.expires_at > $6::bigint)"
             return (
                 f"INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
                 f"($1::text, {self._merged(_EMPTY)}, $5::bigint) "
                 f"ON CONFLICT (key) DO UPDATE SET value = CASE WHEN {live} "
                 f"THEN {self._merged('cur.value')} ELSE EXCLUDED.value END, "
-                f"expires_at = EXCLUDED.expires_at "
-                f"WHERE NOT {live} OR json_typeof(cur.value::json) = 'object' RETURNING value"
+                "expires_at = EXCLUDED.expires_at RETURNING value"
             )
         sql = (
             f"UPDATE {t} SET value = {self._merged(f'{t}.value')}, expires_at = $5::bigint "
-            "WHERE key = $1::text AND (expires_at IS NULL OR expires_at > $6::bigint) "
-            "AND json_typeof(value::json) = 'object'"
+            "WHERE key = $1::text AND (expires_at IS NULL OR expires_at > $6::bigint)"
         )
         return sql + (" RETURNING value" if returning else "")
 
