@@ -345,3 +345,42 @@ async def test_delete_may_be_any_iterable_on_either_path(driver: SQLDriver, name
     assert await driver.merge_item("s", set={name: 2}, delete=iter(["b"])) == {name: 2}
     assert await driver.merge_existing_text("s", {"c": "3"}, (n for n in [name]))
     assert await driver.get_item("s") == {"c": 3}
+
+
+# -- through the session layer: a changed request -------------------------------------------
+
+
+async def test_a_changed_request_is_a_load_and_one_write(
+    url: str, trips: Trips, clock: FakeClock
+) -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from sqlsession.web import SessionMiddleware
+
+    async def change(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        request.session.pop("flash", None)
+        return PlainTextResponse(str(request.session["n"]))
+
+    async with SQLDriver(url, clock=clock) as driver:
+        trips.watch(driver)
+        app = Starlette(
+            routes=[Route("/change", change, methods=["POST"])],
+            middleware=[Middleware(SessionMiddleware, driver=driver, clock=clock)],
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as client:
+            assert (await client.post("/change")).text == "1"  # a new session
+            assert (await client.post("/change")).text == "2"  # warm
+            trips.count = 0
+            assert (await client.post("/change")).text == "3"
+            # SQLite: at most two trips to aiosqlite's thread; PostgreSQL and MariaDB:
+            # two round trips, the load and the one-statement merge.
+            assert trips.count <= 2 if url.startswith("sqlite") else trips.count == 2
+            assert (await client.post("/change")).text == "4"  # the write persisted
+        assert len(await driver.get_keys()) == 1
