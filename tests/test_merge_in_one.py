@@ -384,3 +384,26 @@ async def test_a_changed_request_is_a_load_and_one_write(
             assert trips.count <= 2 if url.startswith("sqlite") else trips.count == 2
             assert (await client.post("/change")).text == "4"  # the write persisted
         assert len(await driver.get_keys()) == 1
+
+
+async def test_the_texts_are_neither_decoded_nor_encoded_in_python(
+    driver: SQLDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlsession import _codec
+
+    await driver.set_item("s", {"a": 1, "cart": [1]})
+    calls: list[str] = []
+    for name in ("decode", "encode", "encode_trusted", "encodes_to"):
+        if hasattr(_codec, name):
+            real = getattr(_codec, name)
+
+            def counted(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
+                calls.append(_name)
+                return _real(*args, **kw)
+
+            monkeypatch.setattr(_codec, name, counted)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: calls.append("loads"))
+    assert await driver.merge_existing_text("s", {"cart": "[1,2]", "b": '{"x":null}'}, ["a"])
+    assert calls == []
+    monkeypatch.undo()
+    assert await driver.get_item("s") == {"cart": [1, 2], "b": {"x": None}}
