@@ -181,8 +181,10 @@ class CSRFMiddleware:
             if message["type"] != "http.request":
                 return None
             body += message.get("body", b"")
-            complete = not message.get("more_body", False)
-            found = scanner.find(bytes(body), complete=complete)
+            # Only the first scan_limit bytes count, however the body was cut into
+            # messages, so whether a form passes never depends on the server's chunking.
+            complete = not message.get("more_body", False) and len(body) <= self.scan_limit
+            found = scanner.find(bytes(body[: self.scan_limit]), complete=complete)
             if not isinstance(found, _More):
                 return found
             if complete or len(body) >= self.scan_limit:
