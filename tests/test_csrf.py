@@ -142,13 +142,22 @@ def digest(body: bytes) -> dict[str, Any]:
 # -- the token --------------------------------------------------------------------------
 
 
-def test_the_token_is_per_session_and_stable(http: TestClient) -> None:
-    first = http.get("/token").text
-    assert len(first) == 43
-    assert http.get("/token").text == first
-    with another_session(http):
-        assert http.get("/token").text != first
-    assert http.get("/token").text == first
+def test_tokens_are_masked_per_response_and_all_pass(http: TestClient) -> None:
+    tokens = [http.get("/token").text for _ in range(3)]
+    assert len(set(tokens)) == 3  # a fresh mask each time: no page repeats it (BREACH)
+    assert all(len(t) == 86 and t.isascii() and "=" not in t for t in tokens)
+    for each in tokens:
+        assert http.post("/echo", headers={"X-CSRF-Token": each}).status_code == 200
+    # Changed in any one character, a token fails.
+    for index in (0, 20, 43, 85):
+        flipped = "A" if tokens[0][index] != "A" else "B"
+        bad = tokens[0][:index] + flipped + tokens[0][index + 1 :]
+        assert http.post("/echo", headers={"X-CSRF-Token": bad}).status_code == 403
+    for bad in ("", "x" * 86, tokens[0][:-1], tokens[0] + "A", tokens[0] + "=="):
+        assert http.post("/echo", headers={"X-CSRF-Token": bad}).status_code == 403
+    non_ascii = "csrf_token=" + "%C3%A9" * 86
+    assert http.post("/echo", content=non_ascii, headers={"content-type": FORM}).status_code == 403
+    assert Calls.count == 3
 
 
 @pytest.mark.parametrize("route", ["/regenerate", "/bind", "/sign-in", "/clear"])
@@ -185,9 +194,11 @@ def test_checking_never_makes_a_token() -> None:
     assert session.session_id is None
     token_value = session.csrf_token()
     assert session.check_csrf_token(token_value)
+    assert session.check_csrf_token(session.csrf_token())
     assert not session.check_csrf_token(token_value[:-1])
     assert not session.check_csrf_token(token_value + "x")
-    assert not session.check_csrf_token("é" * 43)  # non-ASCII compares, and fails
+    assert not session.check_csrf_token("é" * 86)  # not ASCII: fails, never raises
+    assert not session.check_csrf_token("!" * 86)  # not base64
     assert not session.check_csrf_token(token_value.encode())
     session.destroy()
     assert not session.check_csrf_token(token_value)

@@ -291,22 +291,25 @@ class Session(MutableMapping[str, Any]):
         return _flash.pop(self, category)
 
     def csrf_token(self) -> str:
-        """The session's CSRF token, made on first use; put it in forms and AJAX headers.
+        """A CSRF token for this session, to put in a form field or a request header.
 
-        The token is 256 random bits kept in the session's row (reserved key
-        ``"sqlsession.csrf"``, hidden from the mapping). It is replaced whenever the id
-        is (`regenerate`, `bind_user` and an ``identity_key`` sign-in, `clear`,
-        `destroy`). A session that had no token gets one, and an id, with this call.
+        The session's secret is 256 random bits kept in its row (reserved key
+        ``"sqlsession.csrf"``, hidden from the mapping), made on first use: a session
+        without one gets it, and an id, with this call. Each call returns the secret
+        masked with a new random pad, so the text differs every time (no page leaks it
+        through compression, BREACH) while every one of them passes `check_csrf_token`.
+        The secret is replaced whenever the id is (`regenerate`, `bind_user` and an
+        ``identity_key`` sign-in, `clear`, `destroy`), which voids the tokens handed out.
 
         Returns:
-            The token (URL-safe text).
+            The token: 86 characters of URL-safe base64.
         """
         return _csrf.token(self)
 
     def check_csrf_token(self, token: object) -> bool:
-        """Whether `token` is this session's CSRF token, compared in constant time.
+        """Whether `token` came from this session's `csrf_token`, compared in constant time.
 
-        Never makes a token: a session without one matches nothing.
+        Never makes a secret: a session without one matches nothing.
 
         Args:
             token: what the request sent (a str; anything else, None included, fails).
