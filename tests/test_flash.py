@@ -15,13 +15,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
 from sqlsession import (
+    ConfigError,
     InvalidKeyError,
     SessionDriverConfig,
     SessionTooLargeError,
     ValueNotSerializableError,
     session_drivers,
 )
-from sqlsession.web import Flash, Session, SessionMiddleware, get_session
+from sqlsession.drivers.memory import MemoryDriver
+from sqlsession.web import Flash, Session, SessionMiddleware, SessionStore, get_session
 from tests.conftest import DriverFactory, FakeClock
 
 BASE = "https://testserver"
@@ -205,6 +207,11 @@ def test_reserved_keys_are_hidden_and_refused() -> None:
     # Nothing was changed by the refusals.
     assert session.check_csrf_token(token)
     assert session.pop_flashes() == [Flash("secret message", "info")]
+
+
+def test_an_identity_key_cannot_be_reserved() -> None:
+    with pytest.raises(ConfigError, match="keeps for its own keys"):
+        SessionStore(MemoryDriver(), identity_key="sqlsession.user")
 
 
 def test_bad_flashes_are_refused_and_change_nothing() -> None:
