@@ -66,6 +66,23 @@ class Counting:
         self.calls += 1
         return await self.inner.merge_existing(key, set=set, delete=delete, ttl=ttl)
 
+    # The JSON-text capability the session layer uses when the driver has it.
+    async def get_text(self, key: str) -> str | None:
+        self.calls += 1
+        result: str | None = await self.inner.get_text(key)
+        return result
+
+    async def set_text(self, key: str, text: str, *, ttl: Any = None) -> None:
+        self.calls += 1
+        await self.inner.set_text(key, text, ttl=ttl)
+
+    async def merge_existing_text(
+        self, key: str, set: Any = None, delete: Any = (), *, ttl: Any = None
+    ) -> bool:
+        self.calls += 1
+        result: bool = await self.inner.merge_existing_text(key, set=set, delete=delete, ttl=ttl)
+        return result
+
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """Reads the whole body, then does what the path says to the session."""

@@ -362,7 +362,7 @@ async def test_the_check_costs_no_storage_round_trip(
         checked = driver.take()
         http._transport = httpx.ASGITransport(app=without)
         assert (await http.post("/keep")).status_code == 200
-        assert driver.take() == checked == ["get_item", "merge_existing"]
+        assert driver.take() == checked == ["get_text", "merge_existing_text"]
 
 
 class DictSessions:

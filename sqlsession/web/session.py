@@ -18,7 +18,7 @@ from .. import _codec, _validate
 from ..errors import SessionError, SessionTooLargeError
 from . import _csrf, _flash, _ids, _reserved, _row
 from ._flash import Flash
-from ._row import Entry
+from ._row import Slot
 from ._state import SessionState
 
 __all__ = ["Clock", "Session"]
@@ -77,7 +77,7 @@ class Session(MutableMapping[str, Any]):
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
 
-    def _live(self, name: str) -> Entry | None:
+    def _live(self, name: str) -> Slot | None:
         self._state.accessed = True
         entry = self._state.entries.get(name)
         if entry is None or (entry[1] is not None and entry[1] <= self._now_ms()):
@@ -88,11 +88,7 @@ class Session(MutableMapping[str, Any]):
         entry = None if _reserved.is_reserved(key) else self._live(key)
         if entry is None:
             raise KeyError(key)
-        values = self._state.values
-        if key in values:
-            return values[key]
-        value = values[key] = _codec.decode(entry[0])
-        return value
+        return self._state.value(key, entry)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -157,6 +153,7 @@ class Session(MutableMapping[str, Any]):
         for name in list(state.entries):
             self._forget(name)
         state.values.clear()
+        state.forget_loaded()
 
     def _sign_out(self) -> None:
         state = self._state
@@ -221,8 +218,11 @@ class Session(MutableMapping[str, Any]):
         limit = state.policy.max_size
         if limit is None:
             return
-        others = {} if alone else {n: e for n, e in state.entries.items() if n != key}
-        size = _row.size({**others, key: (text, None)})
+        size = (
+            _row.byte_length(key) + _row.byte_length(text)
+            if alone
+            else state.size(limit, key, text)
+        )
         if size > limit:
             raise SessionTooLargeError(
                 f"Storing session key {key!r} would make the session {size} bytes, more "
@@ -232,9 +232,16 @@ class Session(MutableMapping[str, Any]):
     # -- sqlsession's own keys (flash messages, the CSRF token) ------------------------
 
     def _get_reserved(self, name: str) -> Any:
-        """The value of the reserved key `name`, decoded afresh (None when absent)."""
+        """The value of the reserved key `name` (None when absent), not to be changed in place.
+
+        Read without `SessionState.value`, which would encode a mutable value to watch
+        it for changes: the callers never change it, they replace it (`_put_reserved`).
+        """
         entry = self._live(name)
-        return None if entry is None else _codec.decode(entry[0])
+        if entry is None:
+            return None
+        text = entry[0]
+        return self._state.loaded[name] if text is None else _codec.decode(text)
 
     def _put_reserved(self, name: str, value: Any) -> None:
         """Store `value` under the reserved key `name`, as `set` stores an app's key."""
@@ -242,7 +249,9 @@ class Session(MutableMapping[str, Any]):
         self._check_size(name, text, alone=False)
         state = self._state
         state.entries[name] = (text, None)
+        # Stored as encoded now: no object of it is handed out to be changed in place.
         state.values.pop(name, None)
+        state.loaded.pop(name, None)
         state.deleted.discard(name)
         state.changed.add(name)
         state.modified = True
@@ -360,6 +369,7 @@ class Session(MutableMapping[str, Any]):
         state.entries.clear()
         state.original.clear()
         state.values.clear()
+        state.forget_loaded()
         state.changed.clear()
         state.deleted.clear()
         state.regenerated = False
