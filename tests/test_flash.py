@@ -25,6 +25,9 @@ from sqlsession import (
 from sqlsession.drivers.memory import MemoryDriver
 from sqlsession.web import Flash, Session, SessionMiddleware, SessionStore, get_session
 from tests.conftest import DriverFactory, FakeClock
+from tests.test_json_counts import JSONCounter, TextDriver, json_counter
+
+__all__ = ["json_counter"]  # the fixture, imported to be used here
 
 BASE = "https://testserver"
 
@@ -292,3 +295,61 @@ async def test_flashes_cost_no_storage_round_trip(counting: Counting, clock: Fak
         assert counting.take() == ["get_text"]
         assert (await http.get("/pop/info")).json() == []
         assert counting.take() == ["get_text"]
+
+
+async def test_flashes_and_tokens_decode_and_encode_once(
+    driver: Any, clock: FakeClock, json_counter: JSONCounter
+) -> None:
+    """On the JSON-once path: a flash costs one encode, showing it none, a check nothing."""
+
+    async def start(request: Request) -> Response:
+        request.session["n"] = 1
+        return PlainTextResponse("ok")
+
+    async def flash_one(request: Request) -> Response:
+        get_session(request).flash("saved")
+        return PlainTextResponse("ok")
+
+    async def token_route(request: Request) -> Response:
+        return PlainTextResponse(get_session(request).csrf_token())
+
+    async def check(request: Request) -> Response:
+        session = get_session(request)
+        return PlainTextResponse(str(session.check_csrf_token(request.headers["x-token"])))
+
+    wrapped = TextDriver(driver)
+    app = Starlette(
+        routes=[
+            *ROUTES,
+            Route("/start", start, methods=["POST"]),
+            Route("/flash-one", flash_one, methods=["POST"]),
+            Route("/token", token_route),
+            Route("/check", check),
+        ],
+        middleware=[Middleware(SessionMiddleware, driver=wrapped, clock=clock)],
+    )
+    async with _client(app) as http:
+
+        async def request(method: str, path: str, **kwargs: Any) -> tuple[int, int]:
+            json_counter.clear()
+            wrapped.writes.clear()
+            assert (await http.request(method, path, **kwargs)).status_code == 200
+            return json_counter.of("web")
+
+        await request("POST", "/start")
+        # Flashing: the row's one decode, the new list's one encode, one merge.
+        assert await request("POST", "/flash-one") == (1, 1)
+        assert wrapped.writes == ["merge_existing_text"]
+        # Showing it: nothing encoded, the key deleted in one merge.
+        assert await request("GET", "/") == (1, 0)
+        assert wrapped.writes == ["merge_existing_text"]
+        # Nothing to show: nothing written.
+        assert await request("GET", "/") == (1, 0)
+        assert wrapped.writes == []
+        # The first token: one encode (the secret) and one merge; later ones, and
+        # checks, read the secret the row's decode made, and write nothing.
+        token_text = (await http.get("/token")).text
+        assert await request("GET", "/token") == (1, 0)
+        assert wrapped.writes == []
+        assert await request("GET", "/check", headers={"x-token": token_text}) == (1, 0)
+        assert wrapped.writes == []
