@@ -13,6 +13,7 @@ and `Session.modified`. Nothing here imports a web framework.
 """
 
 from .asgi import SessionMiddleware, get_session
+from .devices import DeviceSession, end_user_session, list_user_sessions
 from .session import Clock, Session
 from .store import (
     DEFAULT_MAX_AGE,
@@ -27,9 +28,12 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "Clock",
     "CookieChange",
+    "DeviceSession",
     "Session",
     "SessionMiddleware",
     "SessionStore",
+    "end_user_session",
     "end_user_sessions",
     "get_session",
+    "list_user_sessions",
 ]

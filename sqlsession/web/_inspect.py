@@ -22,6 +22,7 @@ from . import _ids, _row
 
 if TYPE_CHECKING:
     from ..drivers.sql import SQLDriver
+    from .devices import DeviceSession
 
 __all__ = [
     "Listing",
@@ -29,6 +30,8 @@ __all__ = [
     "UnreadableSessionError",
     "as_json",
     "counts",
+    "device_json",
+    "device_lines",
     "list_sessions",
     "read_session",
     "session_key",
@@ -286,3 +289,38 @@ def as_json(info: SessionInfo, *, values: bool = False, keys: bool = True) -> di
             for name, entry in info.entries.items()
         }
     return found
+
+
+def _ms(moment: datetime) -> float:
+    return moment.timestamp() * 1000
+
+
+def device_lines(sessions: list[DeviceSession]) -> list[str]:
+    """One line per session of a user: device label, created, last seen, client."""
+    rows = [("LABEL", "CREATED (UTC)", "LAST SEEN (UTC)", "ADDRESS", "USER AGENT")]
+    for info in sessions:
+        rows.append(
+            (
+                info.label,
+                str(_when(_ms(info.created_at))),
+                str(_when(_ms(info.last_seen_at))),
+                info.client_address or "-",
+                info.user_agent or "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)), row[4]])
+        for row in rows
+    ]
+
+
+def device_json(info: DeviceSession) -> dict[str, Any]:
+    """One session of a user as a JSON object; times as ISO 8601 UTC strings."""
+    return {
+        "label": info.label,
+        "created": _when(_ms(info.created_at), for_json=True),
+        "last_seen": _when(_ms(info.last_seen_at), for_json=True),
+        "client_address": info.client_address,
+        "user_agent": info.user_agent,
+    }

@@ -7,6 +7,8 @@ an atomic ``merge_item`` can change one session key without rewriting the others
         "created": 1700000000000,          # ms since the epoch; max_age counts from here
         "seen": 1700000100000,             # ms; last write, idle_timeout counts from here
         "user": ["u:<sha256>", "<token>"], # optional, see Session.bind_user()
+        "dev": {"l": "<label>", "ua": "...", "ip": "203.0.113.0/24"},  # bound only, see devices
+        "ma": 86400000,                    # optional, ms: Session.set_max_age() (0: browser)
         "k:cart": {"v": [1, 2]},           # one entry per session key ...
         "k:flash": {"v": "hi", "e": 1700000130000},  # ... "e": per-key expiry in ms
     }
@@ -71,6 +73,10 @@ class Row:
     seen: int
     user: list[str] | None
     entries: dict[str, Entry]
+    device: dict[str, str] | None = None
+    """The session's device label and, opt-in, user agent and client network."""
+    max_age: int | None = None
+    """This session's own lifetime in ms (`Session.set_max_age`); 0: a browser session."""
 
 
 def _is_int(value: Any) -> bool:
@@ -100,7 +106,15 @@ def parse(raw: Any) -> Row | None:
         except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
             return None
         entries[name[len(_KEY) :]] = (text, expires)
-    return Row(raw["created"], raw["seen"], user, entries)
+    device = raw.get("dev")
+    if device is not None and not (
+        isinstance(device, dict) and all(type(v) is str for v in device.values())
+    ):
+        return None
+    max_age = raw.get("ma")
+    if max_age is not None and not (_is_int(max_age) and max_age >= 0):
+        return None
+    return Row(raw["created"], raw["seen"], user, entries, device, max_age)
 
 
 def _entry_value(entry: Entry) -> dict[str, Any]:
@@ -111,12 +125,22 @@ def _entry_value(entry: Entry) -> dict[str, Any]:
 
 
 def build(
-    created: int, seen: int, user: list[str] | None, entries: Mapping[str, Entry]
+    created: int,
+    seen: int,
+    user: list[str] | None,
+    entries: Mapping[str, Entry],
+    *,
+    device: dict[str, str] | None = None,
+    max_age: int | None = None,
 ) -> dict[str, Any]:
     """The whole row to store for a session."""
     row: dict[str, Any] = {"created": created, "seen": seen}
     if user is not None:
         row["user"] = user
+    if device is not None:
+        row["dev"] = device
+    if max_age is not None:
+        row["ma"] = max_age
     for name, entry in entries.items():
         row[_KEY + name] = _entry_value(entry)
     return row

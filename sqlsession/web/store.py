@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLar
 from . import _ids, _row
 from ._row import Entry
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
+from .devices import DeviceBook, index_key
 from .session import Clock, Session, state_of
 
 __all__ = [
@@ -90,6 +91,9 @@ class SessionStore:
             `Session.bind_user` does (see `SessionMiddleware`); None: none.
         secret_key: when given, user ids are stored as HMAC-SHA256 keyed with it
             rather than plain SHA-256 (see `Session.bind_user`).
+        record_client: keep the User-Agent (cut to 200 characters) and the client's
+            network (IPv4 /24, IPv6 /48) of the request that signed a session in, for
+            `Session.user_sessions` (read from the ASGI scope `load` is given).
         clock: returns seconds since the epoch (default ``time.time``).
 
     Raises:
@@ -106,6 +110,7 @@ class SessionStore:
         max_size: int | None = DEFAULT_MAX_SIZE,
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
+        record_client: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.driver = driver
@@ -117,19 +122,35 @@ class SessionStore:
             max_size=self.max_size,
             identity_key=self.identity_key,
             user_key=_ids.keyed_user_key(_check_secret(secret_key)),
+            max_age=self.max_age,
         )
         self._clock: Clock = clock if clock is not None else time.time
         # Which optional capabilities to use is decided once, not per request.
         self._expiry = isinstance(driver, SupportsExpiry)
         self._merge = driver if isinstance(driver, SupportsMerge) else None
         self._merge_existing = driver if isinstance(driver, SupportsMergeExisting) else None
+        self.record_client = bool(record_client)
+        # Every session in a user's index ends within max_age of the index's last write.
+        self.devices = DeviceBook(
+            driver, alive=self._alive, index_ttl=self.max_age, record_client=self.record_client
+        )
+
+    def user_key(self, user_id: str) -> str:
+        """The storage key of `user_id`'s generation item, as this store hashes it.
+
+        Raises:
+            TypeError: `user_id` is not a non-empty str.
+        """
+        return self._policy.user_key(_ids.check_user_id(user_id))
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
 
     # -- loading -------------------------------------------------------------------
 
-    async def load(self, cookie_values: Sequence[str]) -> Session:
+    async def load(
+        self, cookie_values: Sequence[str], *, request: Mapping[str, Any] | None = None
+    ) -> Session:
         """Return the session named by the request's cookie values, or a new, empty one.
 
         Malformed values are skipped without touching storage. An id whose row is
@@ -139,6 +160,8 @@ class SessionStore:
 
         Args:
             cookie_values: the values of the session cookie in the request, in order.
+            request: the ASGI scope, read for the user agent and client address when
+                the store has ``record_client`` and the session is signed in.
 
         Returns:
             The session, to hand to the app and then to `commit`.
@@ -151,6 +174,9 @@ class SessionStore:
         state = state_of(session)
         state.policy = self._policy
         state.presented = bool(cookie_values)
+        state.book = self.devices
+        if self.record_client:
+            state.request = request
         candidates = [v for v in cookie_values if _ids.is_well_formed(v)]
         for session_id in candidates[:_MAX_CANDIDATES]:
             key = _ids.storage_key(session_id)
@@ -194,7 +220,8 @@ class SessionStore:
         # The driver's row ttl usually hides expired sessions already; this check makes
         # the lifetime exact for drivers without expiry and after a config change.
         now = self._now_ms()
-        if self.max_age is not None and row.created + self.max_age * 1000 <= now:
+        max_age = self._max_age_ms(row.max_age)
+        if max_age is not None and row.created + max_age <= now:
             return False
         return not (self.idle_timeout is not None and row.seen + self.idle_timeout * 1000 <= now)
 
@@ -219,11 +246,18 @@ class SessionStore:
 
     # -- committing ------------------------------------------------------------------
 
-    def _row_ttl(self, created_ms: int, now_ms: int) -> float | None:
+    def _max_age_ms(self, own: int | None) -> float | None:
+        """A session's absolute lifetime in ms: its own (`Session.set_max_age`) or max_age."""
+        if own:
+            return own
+        return None if self.max_age is None else self.max_age * 1000
+
+    def _row_ttl(self, created_ms: int, now_ms: int, own: int | None = None) -> float | None:
         """Seconds until the row must expire: the nearer of the absolute and idle deadlines."""
         deadlines = []
-        if self.max_age is not None:
-            deadlines.append(created_ms + self.max_age * 1000)
+        max_age = self._max_age_ms(own)
+        if max_age is not None:
+            deadlines.append(created_ms + max_age)
         if self.idle_timeout is not None:
             deadlines.append(now_ms + self.idle_timeout * 1000)
         return None if not deadlines else (min(deadlines) - now_ms) / 1000
@@ -252,6 +286,8 @@ class SessionStore:
             self._check_size(state)
         if state.revoke is not None:
             await _revoke(self.driver, state.revoke, self._marker_ttl())
+            if state.indexed is not None and state.indexed[0] == state.revoke:
+                state.indexed = None  # the whole index went with the revocation
             state.revoke = None
         if state.bind is not None:
             user = state.policy.user_key(state.bind)
@@ -260,6 +296,8 @@ class SessionStore:
         for key in sorted(state.discard):
             await self.driver.remove_item(key)
         state.discard.clear()
+        if state.stored_id is None and state.indexed is not None:
+            await self.devices.ended(state)
         if change is None and state.stored_id is None and (state.presented or state.destroyed):
             # The cookie names nothing we keep (expired, unknown, destroyed): drop it, so
             # the browser stops sending it and we stop looking it up.
@@ -307,14 +345,19 @@ class SessionStore:
             return None
         assert state.id is not None  # every change and regenerate() assigns one
         created = state.created_ms if state.created_ms is not None else now
-        ttl = self._row_ttl(created, now)
+        ttl = self._row_ttl(created, now, state.max_age_ms)
         if ttl is not None and ttl < 0.001:
             state.stored_id = None
             return None
-        row = _row.build(created, now, state.user, now_entries)
-        await self.driver.set_item(_ids.storage_key(state.id), row, **self._ttl_kwargs(ttl))
+        key = _ids.storage_key(state.id)
+        device = await self.devices.place(state, key, state.request)
+        row = _row.build(
+            created, now, state.user, now_entries, device=device, max_age=state.max_age_ms
+        )
+        await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
-        return CookieChange(state.id, ttl)
+        state.max_age_set = False
+        return CookieChange(state.id, _cookie_age(state, ttl))
 
     async def _update(
         self, state: SessionState, now: int, now_entries: dict[str, Entry]
@@ -333,16 +376,21 @@ class SessionStore:
             and state.seen_ms is not None
             and now - state.seen_ms >= self.idle_timeout * 500
         )
-        if not (changed or deleted or refresh):
+        if not (changed or deleted or refresh or state.max_age_set):
             return None
         key = _ids.storage_key(state.stored_id)
-        ttl = self._row_ttl(state.created_ms, now)
+        ttl = self._row_ttl(state.created_ms, now, state.max_age_ms)
         if ttl is not None and ttl < 0.001:
             # The absolute lifetime ran out during this request.
             state.discard.add(key)
             state.stored_id = None
             return None
         changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
+        if state.max_age_set:
+            if state.max_age_ms is None:
+                removals.append("ma")
+            else:
+                changes["ma"] = state.max_age_ms
         if self._merge_existing is not None:
             stored = await self._merge_existing.merge_existing(
                 key, set=changes, delete=removals, **self._ttl_kwargs(ttl)
@@ -364,10 +412,11 @@ class SessionStore:
             current.update(changes)
             await self.driver.set_item(key, current, **self._ttl_kwargs(ttl))
         state.updated(now, now_entries)
-        if self.idle_timeout is None:
+        lifetime_changed, state.max_age_set = state.max_age_set, False
+        if self.idle_timeout is None and not lifetime_changed:
             return None
-        # The idle deadline moved: move the cookie's with it.
-        return CookieChange(state.stored_id, ttl)
+        # The idle deadline (or the session's own lifetime) moved: move the cookie's with it.
+        return CookieChange(state.stored_id, _cookie_age(state, ttl))
 
 
 async def end_user_sessions(
@@ -405,6 +454,12 @@ async def _revoke(driver: SessionDriver, user_key: str, ttl: float | None) -> No
     """Replace the generation token of `user_key`, ending the sessions bound to it."""
     kwargs = {"ttl": ttl} if isinstance(driver, SupportsExpiry) else {}
     await driver.set_item(user_key, _row.new_generation(), **kwargs)
+    await driver.remove_item(index_key(user_key))  # its device list ends with them
+
+
+def _cookie_age(state: SessionState, ttl: float | None) -> float | None:
+    """The cookie's Max-Age: the row's ttl, or none for a browser session (max age 0)."""
+    return None if state.max_age_ms == 0 else ttl
 
 
 def _check_max_size(value: object) -> int:
