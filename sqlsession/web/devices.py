@@ -327,6 +327,7 @@ async def list_user_sessions(
     max_age: float | None = None,
     idle_timeout: float | None = None,
     secret_key: str | bytes | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> list[DeviceSession]:
     """The live sessions of `user_id`, newest activity first, for an admin tool.
 
@@ -340,6 +341,7 @@ async def list_user_sessions(
         max_age: the sessions' ``max_age``.
         idle_timeout: the sessions' ``idle_timeout``.
         secret_key: the middleware's ``secret_key``.
+        clock: seconds since the epoch (default ``time.time``).
 
     Returns:
         One `DeviceSession` per live session of the user.
@@ -350,7 +352,9 @@ async def list_user_sessions(
     """
     from .store import SessionStore
 
-    store = SessionStore(driver, max_age=max_age, idle_timeout=idle_timeout, secret_key=secret_key)
+    store = SessionStore(
+        driver, max_age=max_age, idle_timeout=idle_timeout, secret_key=secret_key, clock=clock
+    )
     return await store.devices.sessions(store.user_key(user_id))
 
 
@@ -362,6 +366,7 @@ async def end_user_session(
     max_age: float | None = None,
     idle_timeout: float | None = None,
     secret_key: str | bytes | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> bool:
     """End the session `label` of `user_id` (from `list_user_sessions`), for an admin tool.
 
@@ -374,6 +379,7 @@ async def end_user_session(
         max_age: the sessions' ``max_age``.
         idle_timeout: the sessions' ``idle_timeout``.
         secret_key: the middleware's ``secret_key``.
+        clock: seconds since the epoch (default ``time.time``).
 
     Returns:
         Whether the user had a session of that label.
@@ -386,5 +392,7 @@ async def end_user_session(
     from .store import SessionStore
 
     label = check_label(label)
-    store = SessionStore(driver, max_age=max_age, idle_timeout=idle_timeout, secret_key=secret_key)
+    store = SessionStore(
+        driver, max_age=max_age, idle_timeout=idle_timeout, secret_key=secret_key, clock=clock
+    )
     return await store.devices.end(store.user_key(user_id), [label]) == 1
