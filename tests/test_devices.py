@@ -308,3 +308,19 @@ async def test_without_record_client_no_agent_or_address_is_stored(
     (device,) = await sessions_of(store, sid)
     assert (device.user_agent, device.client_address) == (None, None)
     assert set((await driver.get_item(storage_key(sid)))["dev"]) == {"l"}
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("203.0.113.77", "203.0.113.0/24"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1::/48"),
+        ("::ffff:198.51.100.9", "198.51.100.0/24"),  # IPv4 seen through an IPv6 socket
+        ("testclient", None),
+        ("", None),
+    ],
+)
+def test_client_addresses_are_cut_to_their_network(address: str, network: str | None) -> None:
+    from sqlsession.web.devices import truncate_address
+
+    assert truncate_address(address) == network
