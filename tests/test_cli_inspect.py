@@ -329,3 +329,48 @@ def test_inspection_on_a_table_without_sessions(
     assert "no live sessions in 'sqlsession' in " in result.err
     result = cli(capsys, "stats", "--json", *args)
     assert json.loads(result.out) == {"sessions": 0, "users": 0, "live": 0, "expired": 0}
+
+
+def test_list_user_needs_the_apps_secret_key_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keyed.db'}"
+    args = ["--url", url]
+    assert main(["migrate", "-q", *args]) == 0
+
+    async def sign_in() -> str:
+        async with SQLDriver(url) as driver:
+            store = SessionStore(driver, secret_key="app-secret", record_client=True)
+            session = await store.load(
+                [], request={"headers": [(b"user-agent", b"Firefox")], "client": ("::1", 1)}
+            )
+            session.bind_user("alice")
+            change = await store.commit(session)
+            assert change is not None
+            assert change.session_id is not None
+            return change.session_id
+
+    cookie = asyncio.run(sign_in())
+    monkeypatch.delenv("SQLSESSION_SECRET_KEY", raising=False)
+    result = cli(capsys, "list", "--user", "alice", *args)
+    assert (result.code, result.out) == (0, "")
+    assert "$SQLSESSION_SECRET_KEY is not set" in result.err
+    monkeypatch.setenv("APP_SECRET", "app-secret")
+    result = cli(capsys, "list", "--user", "alice", "--secret-key-env", "APP_SECRET", *args)
+    assert result.code == 0, result.err
+    header, row = result.out.splitlines()
+    assert header.split() == [
+        "LABEL",
+        "CREATED",
+        "(UTC)",
+        "LAST",
+        "SEEN",
+        "(UTC)",
+        "ADDRESS",
+        "USER",
+        "AGENT",
+    ]
+    assert row.split()[-2:] == ["::/48", "Firefox"]
+    no_secrets(result, cookie)
+    assert "alice" not in result.out + result.err
+    assert "app-secret" not in result.out + result.err

@@ -66,7 +66,7 @@ class Session(MutableMapping[str, Any]):
         """Whether the app changed the session since it was loaded or last committed.
 
         True after any assignment or deletion, `clear`, `regenerate`, `destroy`,
-        `bind_user` or `sign_out_everywhere`, even one that leaves the data as it was
+        `bind_user`, `sign_out_everywhere` or `set_max_age`, even one that leaves the data as it was
         (the commit then writes nothing). Changes made in place to a value read from the
         session are found only by the commit, so they do not show here. False does not
         mean the commit writes nothing: with ``idle_timeout`` an unchanged session is

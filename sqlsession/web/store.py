@@ -16,7 +16,8 @@ Writes per request: none for a request without a session cookie that stores noth
 and none for an unchanged session, except that with ``idle_timeout`` one refresh write
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
-``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``, and for a
+bound session one ``merge_item`` of its user's device index (see `devices`).
 """
 
 from __future__ import annotations
