@@ -112,3 +112,15 @@ async def test_the_lifetime_survives_regenerate_and_sign_in(driver: Any, clock: 
     change = await store.commit(session)
     assert change is not None
     assert change.max_age == pytest.approx(MAX_AGE)
+
+
+async def test_a_lowered_max_age_still_bounds_a_stored_lifetime(
+    driver: Any, clock: FakeClock
+) -> None:
+    store = SessionStore(driver, clock=clock, max_age=MAX_AGE)
+    sid = await start(store, a=1)
+    await set_max_age(store, sid, MAX_AGE)
+    lowered = SessionStore(driver, clock=clock, max_age=100)
+    clock.advance(100)
+    assert dict(await reopen(lowered, sid)) == {}
+    assert (await reopen(store, sid))["a"] == 1  # under the old config it had time left

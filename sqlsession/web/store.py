@@ -248,10 +248,14 @@ class SessionStore:
     # -- committing ------------------------------------------------------------------
 
     def _max_age_ms(self, own: int | None) -> float | None:
-        """A session's absolute lifetime in ms: its own (`Session.set_max_age`) or max_age."""
+        """A session's absolute lifetime in ms: its own (`Session.set_max_age`) or max_age.
+
+        Its own never outlasts max_age, also after max_age was lowered in the config.
+        """
+        limit = None if self.max_age is None else self.max_age * 1000
         if own:
-            return own
-        return None if self.max_age is None else self.max_age * 1000
+            return own if limit is None else min(own, limit)
+        return limit
 
     def _row_ttl(self, created_ms: int, now_ms: int, own: int | None = None) -> float | None:
         """Seconds until the row must expire: the nearer of the absolute and idle deadlines."""
