@@ -106,6 +106,14 @@ def parse(raw: Any) -> Row | None:
         except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
             return None
         entries[name[len(_KEY) :]] = (text, expires)
+    extras = _extras(raw)
+    if extras is None:
+        return None
+    return Row(raw["created"], raw["seen"], user, entries, *extras)
+
+
+def _extras(raw: dict[str, Any]) -> tuple[dict[str, str] | None, int | None] | None:
+    """The row's "dev" and "ma" (see `Row`), or None when either is not ours."""
     device = raw.get("dev")
     if device is not None and not (
         isinstance(device, dict) and all(type(v) is str for v in device.values())
@@ -114,7 +122,7 @@ def parse(raw: Any) -> Row | None:
     max_age = raw.get("ma")
     if max_age is not None and not (_is_int(max_age) and max_age >= 0):
         return None
-    return Row(raw["created"], raw["seen"], user, entries, device, max_age)
+    return device, max_age
 
 
 def _entry_value(entry: Entry) -> dict[str, Any]:
