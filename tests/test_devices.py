@@ -324,3 +324,20 @@ def test_client_addresses_are_cut_to_their_network(address: str, network: str | 
     from sqlsession.web.devices import truncate_address
 
     assert truncate_address(address) == network
+
+
+async def test_a_sign_in_drops_the_entries_past_their_deadline(
+    driver: Any, clock: FakeClock
+) -> None:
+    store = SessionStore(driver, clock=clock, max_age=MAX_AGE, idle_timeout=100)
+    for _ in range(3):
+        await sign_in(store, "ada")  # never signed out of: left to expire
+    clock.advance(MAX_AGE / 2)
+    middle = await sign_in(store, "ada")
+    assert len(await driver.get_item(index_key("ada"))) == 4
+    clock.advance(MAX_AGE / 2)
+    # Nobody listed the sessions, yet the next sign-in leaves only the live entries.
+    await sign_in(store, "ada")
+    index = await driver.get_item(index_key("ada"))
+    assert len(index) == 2
+    assert storage_key(middle) in {entry[0] for entry in index.values()}

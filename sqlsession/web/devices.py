@@ -1,23 +1,28 @@
 """A signed-in user's sessions ("devices"): list them, end one, end all but the current one.
 
 Each user bound with ``bind_user`` has one index item under ``"d:" + <the hash of the
-user key>``: a dict from a session's *label* to its storage key. A label is 16 random
-URL-safe characters drawn at sign-in: it names the session to its own user and to an
-admin, is not a session id (a cookie carrying it is refused before any read, since an
-id has 43 characters), and tells nothing of the storage key. It stays with the session
-through ``regenerate`` and is stored in the session row (``"dev": {"l": label, ...}``)
-with the opt-in user agent and truncated client address.
+user key>``: a dict from a session's *label* to ``[its storage key, its deadline]``, the
+deadline being when ``max_age`` ends it at the latest (ms; null without ``max_age``). A
+label is 16 random URL-safe characters drawn at sign-in: it names the session to its own
+user and to an admin, is not a session id (a cookie carrying it is refused before any
+read, since an id has 43 characters), and tells nothing of the storage key. It stays
+with the session through ``regenerate`` and is stored in the session row (``"dev":
+{"l": label, ...}``) with the opt-in user agent and truncated client address.
 
 Costs: the index is written only when a bound session's whole row is written (sign-in,
 regenerate), with one atomic ``merge_item``, so concurrent sign-ins of one user both
 land, and an entry is removed when its session ends (destroy, sign-out, user switch).
-A request that does neither reads and writes nothing more. Listing reads the index, the
-user's generation token and the listed rows, and prunes the entries whose row expired.
+A request that does neither reads and writes nothing more. A sign-in drops the entries
+past their deadline from the index the merge returns (one more write, only when there
+are some), so an index does not grow with sessions nobody signed out of. Listing reads
+the index, the user's generation token and the listed rows, and prunes the entries whose
+row is gone.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -153,12 +158,26 @@ class DeviceBook:
     # -- the store's hooks -------------------------------------------------------------
 
     async def place(
-        self, state: SessionState, key: str, request: Mapping[str, Any] | None
+        self,
+        state: SessionState,
+        key: str,
+        request: Mapping[str, Any] | None,
+        *,
+        now_ms: int,
+        deadline_ms: float | None,
     ) -> dict[str, str] | None:
         """Index the session about to be written whole under `key`; return its "dev".
 
         The index is written before the row: an entry whose row never arrived is pruned
         on listing, while a row missing from its index could not be ended by label.
+
+        Args:
+            state: the session's state.
+            key: its new storage key.
+            request: the ASGI scope, for `client_info` (None: not recorded).
+            now_ms: the time.
+            deadline_ms: when the store's ``max_age`` ends the session at the latest (its
+                own lifetime may be shorter, and may still change).
         """
         old = state.indexed
         device: dict[str, str] | None = None
@@ -172,7 +191,7 @@ class DeviceBook:
                 device.update(client_info(request))
             elif same and state.device is not None:
                 device.update({k: v for k, v in state.device.items() if k != "l"})
-            await self._add(user_key, label, key)
+            await self._add(user_key, label, key, deadline_ms, now_ms)
             new = (user_key, label)
         if old is not None and old != new:
             await self.forget(*old)
@@ -194,27 +213,37 @@ class DeviceBook:
         elif isinstance(self.driver, SupportsMerge):
             await self.driver.merge_item(key, delete=labels, **self._ttl)
         else:
-            index = await self._index(user_key)
-            if index:
+            raw = await self.driver.get_item(key)
+            if isinstance(raw, dict) and raw:
                 for label in labels:
-                    index.pop(label, None)
-                await self.driver.set_item(key, index, **self._ttl)
+                    raw.pop(label, None)
+                await self.driver.set_item(key, raw, **self._ttl)
 
-    async def _add(self, user_key: str, label: str, session_key: str) -> None:
+    async def _add(
+        self, user_key: str, label: str, session_key: str, deadline: float | None, now_ms: int
+    ) -> None:
         key = index_key(user_key)
+        entry = [session_key, None if deadline is None else math.ceil(deadline)]
         if isinstance(self.driver, SupportsMerge):
-            await self.driver.merge_item(key, set={label: session_key}, **self._ttl)
+            stored = await self.driver.merge_item(key, set={label: entry}, **self._ttl)
         else:
             # Without merge_item, two sign-ins at once may lose one entry (documented).
-            index = await self._index(user_key)
-            index[label] = session_key
-            await self.driver.set_item(key, index, **self._ttl)
+            raw = await self.driver.get_item(key)
+            stored = raw if isinstance(raw, dict) else {}
+            stored[label] = entry
+            await self.driver.set_item(key, stored, **self._ttl)
+        past = [
+            name
+            for name, (_, ends) in _entries(stored).items()
+            if ends is not None and ends <= now_ms
+        ]
+        if past:
+            await self.forget(user_key, *past)
 
     async def _index(self, user_key: str) -> dict[str, str]:
+        """The user's index: label to session storage key."""
         raw = await self.driver.get_item(index_key(user_key))
-        if not isinstance(raw, dict):
-            return {}
-        return {k: v for k, v in raw.items() if type(v) is str and _LABEL.match(k)}
+        return {label: key for label, (key, _) in _entries(raw).items()}
 
     # -- listing and ending ------------------------------------------------------------
 
@@ -294,6 +323,23 @@ class DeviceBook:
             await self.driver.remove_item(index[label])
         await self.forget(user_key, *chosen)
         return len(chosen)
+
+
+def _entries(raw: Any) -> dict[str, tuple[str, int | None]]:
+    """The well-formed entries of a stored index: label to (storage key, deadline)."""
+    if not isinstance(raw, dict):
+        return {}
+    found: dict[str, tuple[str, int | None]] = {}
+    for label, entry in raw.items():
+        if (
+            _LABEL.match(label)
+            and isinstance(entry, list)
+            and len(entry) == 2
+            and type(entry[0]) is str
+            and (entry[1] is None or type(entry[1]) is int)
+        ):
+            found[label] = (entry[0], entry[1])
+    return found
 
 
 def book_of(state: SessionState, what: str) -> tuple[DeviceBook, str]:

@@ -355,7 +355,8 @@ class SessionStore:
             state.stored_id = None
             return None
         key = _ids.storage_key(state.id)
-        device = await self.devices.place(state, key, state.request)
+        limit = None if self.max_age is None else created + self.max_age * 1000
+        device = await self.devices.place(state, key, state.request, now_ms=now, deadline_ms=limit)
         row = _row.build(
             created, now, state.user, now_entries, device=device, max_age=state.max_age_ms
         )
