@@ -296,17 +296,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return _list_user(args)
     listing = _with_driver(
         args,
-        lambda driver: _inspect.list_sessions(
-            driver, user=args.user, limit=args.limit, now_ms=_now_ms()
-        ),
+        lambda driver: _inspect.list_sessions(driver, limit=args.limit, now_ms=_now_ms()),
     )
     if args.json:
         _say(json.dumps([_inspect.as_json(info, keys=False) for info in listing.sessions]))
     elif listing.sessions:
         _say("\n".join(_inspect.table_lines(listing.sessions)))
-    of_user = " of that user" if args.user is not None else ""
     if not listing.sessions:
-        _note(args, f"no live sessions{of_user} in {_where(args)}.")
+        _note(args, f"no live sessions in {_where(args)}.")
     if listing.truncated:
         _note(
             args,

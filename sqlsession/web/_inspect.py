@@ -141,23 +141,22 @@ class Listing:
     """Rows skipped because sqlsession cannot read them."""
 
 
-async def list_sessions(driver: SQLDriver, *, user: str | None, limit: int, now_ms: int) -> Listing:
-    """Read up to `limit` sessions (bound to `user`, if given), newest activity first.
+async def list_sessions(driver: SQLDriver, *, limit: int, now_ms: int) -> Listing:
+    """Read up to `limit` sessions, newest activity first.
+
+    (One user's sessions come from their device index: `devices.list_user_sessions`.)
 
     Sessions are stored under hashes, so which ones a limit keeps is arbitrary; the
     ones read are then sorted by last activity. Each costs two reads.
 
     Args:
         driver: the SQL driver of the session table.
-        user: only the sessions bound to this user id (``Session.bind_user``).
         limit: read at most this many sessions.
         now_ms: the time, for the keys' own expiry.
 
     Raises:
-        TypeError: `user` is an empty string.
         SessionError: the driver failed.
     """
-    wanted = None if user is None else _ids.user_key(_ids.check_user_id(user))
     keys = await driver.get_keys(_ids.SESSION_PREFIX)
     tokens: dict[str, str | None] = {}
 
@@ -178,8 +177,6 @@ async def list_sessions(driver: SQLDriver, *, user: str | None, limit: int, now_
         row = _row.parse(raw)
         if row is None:
             unreadable += 1
-            continue
-        if wanted is not None and (row.user is None or row.user[0] != wanted):
             continue
         info = await _describe(driver, key, row, token, now_ms)
         if info is not None:
