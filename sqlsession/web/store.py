@@ -18,6 +18,12 @@ happens once at least half of it has passed since the last write. ``max_age`` co
 writes: it counts from ``created``, which no request moves. A changed session costs one
 ``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``, and for a
 bound session one ``merge_item`` of its user's device index (see `devices`).
+
+JSON per request, on a `SupportsJSONText` driver: the row is read as text and decoded once
+(`_row.parse_text`), and the app is handed the values of that decode; a value is encoded
+once, at assignment, and what is written (``set_text``, ``merge_existing_text``) is put
+together from those texts (`_row.build_text`, `_row.changes_text`). Other drivers take and
+return values, as they always did.
 """
 
 from __future__ import annotations
@@ -28,11 +34,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _validate
-from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
+from .. import _codec, _validate
+from ..driver import (
+    SessionDriver,
+    SupportsExpiry,
+    SupportsJSONText,
+    SupportsMerge,
+    SupportsMergeExisting,
+)
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
-from ._row import Entry
+from ._row import Slot
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .devices import DeviceBook, index_key
 from .session import Clock, Session, state_of
@@ -130,6 +142,8 @@ class SessionStore:
         self._expiry = isinstance(driver, SupportsExpiry)
         self._merge = driver if isinstance(driver, SupportsMerge) else None
         self._merge_existing = driver if isinstance(driver, SupportsMergeExisting) else None
+        # With JSON text, a request decodes its row once and encodes each value once.
+        self._text = driver if isinstance(driver, SupportsJSONText) else None
         self.record_client = bool(record_client)
         # Every session in a user's index ends within max_age of the index's last write.
         self.devices = DeviceBook(
@@ -183,7 +197,7 @@ class SessionStore:
             key = _ids.storage_key(session_id)
             label = _ids.log_label(session_id)
             try:
-                raw = await self.driver.get_item(key)
+                found, row = await self._read(key)
             except CorruptValueError:
                 # The driver found the item but could not decode it (bad or too deeply
                 # nested JSON text): a 500 would repeat on every request with this cookie.
@@ -197,9 +211,8 @@ class SessionStore:
                 logger.warning("Session %s cannot be decoded; starting a new one.", label)
                 state.discard.add(key)
                 continue
-            if raw is None:
+            if not found:
                 continue
-            row = _row.parse(raw)
             if row is None:
                 logger.warning(
                     "Session %s holds data sqlsession cannot read; starting a new one.", label
@@ -217,7 +230,22 @@ class SessionStore:
             break
         return session
 
-    def _alive(self, row: _row.Row) -> bool:
+    async def _read(self, key: str) -> tuple[bool, _row.Row | _row.LoadedRow | None]:
+        """Whether an item is stored under `key`, and its row (None when it is not ours).
+
+        Raises:
+            CorruptValueError: the stored text cannot be decoded.
+        """
+        if self._text is not None:
+            text = await self._text.get_text(key)
+            if text is None:
+                return False, None
+            # The request's one decode of its row: values are not encoded again.
+            return True, _row.parse_text(text, _codec.decode(text, key))
+        raw = await self.driver.get_item(key)
+        return raw is not None, None if raw is None else _row.parse(raw)
+
+    def _alive(self, row: _row.Row | _row.LoadedRow) -> bool:
         # The driver's row ttl usually hides expired sessions already; this check makes
         # the lifetime exact for drivers without expiry and after a config change.
         now = self._now_ms()
@@ -311,7 +339,7 @@ class SessionStore:
         return change
 
     def _check_size(self, state: SessionState) -> None:
-        size = _row.size(state.entries)
+        size = state.size(self.max_size)
         if self.max_size is not None and size > self.max_size:
             raise SessionTooLargeError(
                 f"The session grew to {size} bytes through changes made in place, more than "
@@ -357,24 +385,26 @@ class SessionStore:
         key = _ids.storage_key(state.id)
         limit = None if self.max_age is None else created + self.max_age * 1000
         device = await self.devices.place(state, key, state.request, now_ms=now, deadline_ms=limit)
-        row = _row.build(
-            created, now, state.user, now_entries, device=device, max_age=state.max_age_ms
-        )
-        await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
+        extras: dict[str, Any] = {"device": device, "max_age": state.max_age_ms}
+        if self._text is not None:
+            text = _row.build_text(created, now, state.user, now_entries, state.loaded, **extras)
+            await self._text.set_text(key, text, **self._ttl_kwargs(ttl))
+        else:
+            row = _row.build(created, now, state.user, now_entries, state.loaded, **extras)
+            await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
         state.max_age_set = False
         return CookieChange(state.id, _cookie_age(state, ttl))
 
     async def _update(
-        self, state: SessionState, now: int, now_entries: dict[str, Entry]
+        self, state: SessionState, now: int, now_entries: dict[str, Slot]
     ) -> CookieChange | None:
         assert state.stored_id is not None
         assert state.created_ms is not None
-        original = state.original
         changed = {
-            n for n in state.changed if n in now_entries and now_entries[n] != original.get(n)
+            n for n in state.changed if n in now_entries and state.differs(n, now_entries[n])
         }
-        deleted = {n for n in state.deleted if n in original}
+        deleted = {n for n in state.deleted if n in state.original}
         # Expired keys are not deleted here: readers skip them anyway, and deleting them
         # could remove a value another request has just set again under the same name.
         refresh = (
@@ -391,12 +421,21 @@ class SessionStore:
             state.discard.add(key)
             state.stored_id = None
             return None
+        if self._text is not None:
+            texts, removals = _row.changes_text(now, {n: now_entries[n] for n in changed}, deleted)
+            if state.max_age_set:
+                _set_max_age(texts, removals, state.max_age_ms, str)
+            live = await self._text.merge_existing_text(
+                key, set=texts, delete=removals, **self._ttl_kwargs(ttl)
+            )
+            if not live:
+                # Ended by another request meanwhile (see below).
+                return None
+            state.updated(now, now_entries)
+            return self._moved_cookie(state, ttl)
         changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
         if state.max_age_set:
-            if state.max_age_ms is None:
-                removals.append("ma")
-            else:
-                changes["ma"] = state.max_age_ms
+            _set_max_age(changes, removals, state.max_age_ms, int)
         if self._merge_existing is not None:
             stored = await self._merge_existing.merge_existing(
                 key, set=changes, delete=removals, **self._ttl_kwargs(ttl)
@@ -418,10 +457,15 @@ class SessionStore:
             current.update(changes)
             await self.driver.set_item(key, current, **self._ttl_kwargs(ttl))
         state.updated(now, now_entries)
+        return self._moved_cookie(state, ttl)
+
+    def _moved_cookie(self, state: SessionState, ttl: float | None) -> CookieChange | None:
+        """The cookie after an update: sent again when its deadline moved, else left alone."""
         lifetime_changed, state.max_age_set = state.max_age_set, False
         if self.idle_timeout is None and not lifetime_changed:
             return None
         # The idle deadline (or the session's own lifetime) moved: move the cookie's with it.
+        assert state.stored_id is not None
         return CookieChange(state.stored_id, _cookie_age(state, ttl))
 
 
@@ -461,6 +505,16 @@ async def _revoke(driver: SessionDriver, user_key: str, ttl: float | None) -> No
     kwargs = {"ttl": ttl} if isinstance(driver, SupportsExpiry) else {}
     await driver.set_item(user_key, _row.new_generation(), **kwargs)
     await driver.remove_item(index_key(user_key))  # its device list ends with them
+
+
+def _set_max_age(
+    updates: dict[str, Any], removals: list[str], max_age_ms: int | None, form: Any
+) -> None:
+    """Add the session's own lifetime to a merge: its value (in `form`), or its removal."""
+    if max_age_ms is None:
+        removals.append("ma")
+    else:
+        updates["ma"] = form(max_age_ms)
 
 
 def _cookie_age(state: SessionState, ttl: float | None) -> float | None:
