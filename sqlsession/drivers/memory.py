@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import _codec, _validate
+from .. import _codec, _metrics, _validate
 from ..driver import Entry
 from ._base import (
     DEFAULT,
@@ -42,6 +42,7 @@ class MemoryDriver(ExpiryMixin):
         super().__init__(ttl, clock)
         self.max = _validate.check_positive_int(max, what="max")
         self._items: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
+        _metrics.instrument(self, system="memory")
 
     def _live(self, key: str) -> tuple[str, int | None] | None:
         item = self._items.get(key)

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from ... import _codec, _validate
+from ... import _codec, _metrics, _validate
 from ..._sql_options import SQLOptions
 from ..._table import SCHEMA_REVISION, session_table, version_table_name
 from ..._url import (
@@ -229,6 +229,7 @@ class SQLDriver(ExpiryMixin):
         self._write_slots: contextlib.AbstractAsyncContextManager[Any] = (
             _ANY_TIME if slots is None else asyncio.Semaphore(slots)
         )
+        _metrics.instrument(self, **_metrics_attributes(self))
 
     def __repr__(self) -> str:
         # self.url is redacted: no password (nor password= in the query).
@@ -976,6 +977,20 @@ class SQLDriver(ExpiryMixin):
 
 # The write slots of a database that takes any number of writers at once.
 _ANY_TIME: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
+
+
+def _metrics_attributes(driver: SQLDriver) -> dict[str, Any]:
+    """What identifies the driver's database in its metrics (no password, no path query)."""
+    url = driver.engine.url
+    system = "mariadb" if getattr(driver.engine.dialect, "is_mariadb", False) else driver.dialect
+    return {
+        "system": system,
+        "collection": driver.table_name,
+        "namespace": url.database,
+        "server": (url.host, url.port) if url.host else None,
+        "pool_name": f"{driver.url} {driver.table_name}",
+        "pool": lambda: driver.engine.sync_engine.pool,
+    }
 
 
 def _key_value(key: str) -> Any:
