@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -64,6 +65,7 @@ from .._base import (
 )
 from . import _errors
 from ._fast import give_way, pool_drained
+from ._pacing import CleanupPacer, LatencyWatch
 from ._retry import CONFLICT_RETRIES, pause_after_conflict
 from .dialects import CleanupJob, ErrorKind, dialect_class, key_param
 from .dialects._base import delete_in_batches
@@ -221,6 +223,8 @@ class SQLDriver(ExpiryMixin):
         self._ready_lock = asyncio.Lock()
         self._unnamed_since_lost = False  # said once, in a warning
         self._cleanup_task: asyncio.Task[None] | None = None
+        # The latencies of the app's reads and writes, which pace cleanup (_pacing.py).
+        self._latency = (LatencyWatch(), LatencyWatch())
         pool_size = options.pool_size or dialect.default_pool_size
         if not self._owns_engine:
             size = getattr(self.engine.sync_engine.pool, "size", None)
@@ -636,17 +640,19 @@ class SQLDriver(ExpiryMixin):
         Returns:
             How many expired rows were deleted.
         """
-        job = CleanupJob(batch_size=self.cleanup_batch_size, now_ms=self._now_ms)
+        pacer = CleanupPacer(self.cleanup_batch_size, self._latency)
+        job = CleanupJob(batch_size=self.cleanup_batch_size, now_ms=self._now_ms, pacer=pacer)
         if prefix != "":
             _, bind = self._prefix_query(prefix, None, None, None)
             stmt = self._prefix_cleanup["high" in bind]
             # Every batch commits on its own and takes no lock, so a run cut short by a
             # lost connection runs again on a fresh one (the count is then the rerun's).
-            return await self._run(
-                lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
-                interruptible=True,
-                write=True,
-            )
+            with pacer.watching():
+                return await self._run(
+                    lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
+                    interruptible=True,
+                    write=True,
+                )
 
         async def run(conn: AsyncConnection) -> int:
             self.last_cleanup_skipped = False
@@ -654,7 +660,8 @@ class SQLDriver(ExpiryMixin):
             self.last_cleanup_skipped = deleted is None
             return deleted or 0
 
-        return await self._run(run, transactional=True, interruptible=True, write=True)
+        with pacer.watching():
+            return await self._run(run, transactional=True, interruptible=True, write=True)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
@@ -746,8 +753,12 @@ class SQLDriver(ExpiryMixin):
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        async with self._write_slots if write else _ANY_TIME:
-            return await self._run_fast_now(method, name, params)
+        started = time.perf_counter()
+        try:
+            async with self._write_slots if write else _ANY_TIME:
+                return await self._run_fast_now(method, name, params)
+        finally:
+            self._latency[write].observe(time.perf_counter() - started)
 
     async def _run_fast_now(
         self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
@@ -786,6 +797,7 @@ class SQLDriver(ExpiryMixin):
         """
         if interruptible:
             return await self._run_now(work, transactional=transactional, write=write)
+        started = time.perf_counter()
         running = asyncio.ensure_future(
             self._run_now(work, transactional=transactional, write=write)
         )
@@ -794,6 +806,9 @@ class SQLDriver(ExpiryMixin):
         except asyncio.CancelledError:
             running.add_done_callback(_retrieve)
             raise
+        finally:
+            # Cleanup runs interruptible, so only the app's own operations are timed.
+            self._latency[write].observe(time.perf_counter() - started)
 
     async def _run_now(
         self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool, write: bool

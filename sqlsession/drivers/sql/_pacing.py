@@ -1,0 +1,145 @@
+"""Cleanup paced by what it does to the app's own latency.
+
+The driver times each of its operations (reads and writes apart) in a `LatencyWatch`:
+outside a cleanup the last few hundred latencies, whose 99th percentile is the idle
+baseline; during one, how many operations ran and how many were slow (over the baseline
+by `SLACK`). Between two batches the `CleanupPacer` keeps the slow share of the app's
+operations under `BUDGET`, so their p99 stays near the idle one: it halves the batch
+after a batch that slowed too many operations (grows it back slowly after one that did
+not) and, while the share is over budget, waits for the app's fast operations to bring
+it back, at most `MAX_WAIT` per batch, so a cleanup always finishes. An app that sends
+nothing is not waited for, and with no baseline (too few operations since the driver
+started) the cleanup runs as before, unpaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+
+__all__ = ["CleanupPacer", "LatencyWatch"]
+
+# The latencies the idle baseline is taken from (a power of two: the ring's mask).
+SAMPLES = 512
+MIN_SAMPLES = 64
+# An operation during cleanup is slow when it takes longer than the idle p99 times this.
+SLACK = 1.3
+# The share of the app's operations a cleanup may slow: under 1%, their p99 stays under
+# the idle p99 times SLACK.
+BUDGET = 0.006
+# The longest wait between two batches for the budget to come back, and its step.
+MAX_WAIT = 1.0
+STEP = 0.01
+# The smallest batch, as a share of the configured size.
+MIN_BATCH_SHARE = 50
+
+
+class _Tally:
+    __slots__ = ("slow", "threshold", "total")
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.total = 0
+        self.slow = 0
+
+
+class LatencyWatch:
+    """The latencies of one kind of the driver's operations (reads, or writes)."""
+
+    __slots__ = ("_count", "_samples", "tally")
+
+    def __init__(self) -> None:
+        self._samples = [0.0] * SAMPLES
+        self._count = 0
+        self.tally: _Tally | None = None  # set while a cleanup runs
+
+    def observe(self, seconds: float) -> None:
+        """Note one operation's latency."""
+        tally = self.tally
+        if tally is None:
+            self._samples[self._count & (SAMPLES - 1)] = seconds
+            self._count += 1
+            return
+        # Kept out of the baseline: a cleanup's effect is what is measured against it.
+        tally.total += 1
+        if seconds > tally.threshold:
+            tally.slow += 1
+
+    def baseline(self) -> float | None:
+        """The p99 of the latest latencies outside cleanup (None: too few yet)."""
+        n = min(self._count, SAMPLES)
+        if n < MIN_SAMPLES:
+            return None
+        return sorted(self._samples[:n])[(n * 99) // 100]
+
+
+class CleanupPacer:
+    """Batch sizes and pauses of one cleanup run, from the app's latency.
+
+    Args:
+        batch_size: the configured batch size, the largest a batch gets.
+        watches: the driver's latency watches; none: a fixed batch size, no waiting.
+    """
+
+    def __init__(self, batch_size: int, watches: tuple[LatencyWatch, ...] = ()) -> None:
+        self.largest = batch_size
+        self.smallest = max(1, min(batch_size, max(20, batch_size // MIN_BATCH_SHARE)))
+        self.size = batch_size
+        self._watches = watches
+        self._tallies: list[_Tally] = []
+        self._seen = (0, 0)
+        self.waited = 0.0
+        """Seconds this run waited for the app's latency to come back (tests, benchmarks)."""
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Count the app's slow operations while the cleanup runs."""
+        owned = []
+        for watch in self._watches:
+            baseline = watch.baseline()
+            if baseline is None or watch.tally is not None:
+                continue  # no baseline yet, or another cleanup of this driver counts
+            watch.tally = _Tally(baseline * SLACK)
+            owned.append(watch)
+        self._tallies = [w.tally for w in owned if w.tally is not None]
+        self._seen = self._counts()
+        try:
+            yield
+        finally:
+            for watch in owned:
+                watch.tally = None
+            self._tallies = []
+
+    def _counts(self) -> tuple[int, int]:
+        return sum(t.total for t in self._tallies), sum(t.slow for t in self._tallies)
+
+    def _over_budget(self) -> bool:
+        return any(t.slow > BUDGET * t.total for t in self._tallies)
+
+    async def pause(self, elapsed: float, floor: Callable[[float], Awaitable[None]]) -> None:
+        """Between two batches: the dialect's own pause, then the app's latency's.
+
+        Args:
+            elapsed: seconds the batch took.
+            floor: the dialect's pause, given `elapsed`.
+        """
+        await floor(elapsed)
+        if not self._tallies:
+            return
+        total, slow = self._counts()
+        seen_total, seen_slow = self._seen
+        if slow - seen_slow > BUDGET * (total - seen_total):
+            self.size = max(self.smallest, self.size // 2)
+        else:
+            self.size = min(self.largest, self.size + max(1, self.size // 8))
+        waited = 0.0
+        while self._over_budget() and waited < MAX_WAIT:
+            before = self._counts()[0]
+            await asyncio.sleep(STEP)
+            waited += STEP
+            if self._counts()[0] == before:
+                break  # the app sent nothing meanwhile: there is nobody to slow down
+        self.waited += waited
+        # Operations slowed while the cleanup waited are not the next batch's doing.
+        self._seen = self._counts()
