@@ -87,12 +87,32 @@ async def test_over_budget_waits_for_fast_operations_then_goes_on() -> None:
     with pacer.watching():
         writes.observe(0.5)
         running = asyncio.ensure_future(app())
-        await pacer.pause(0.01, no_pause)
+        await pacer.pause(0.1, no_pause)
         assert writes.tally is not None
         assert writes.tally.slow == 1
         assert writes.tally.total > 100  # it waited for the app's fast writes
         assert 0 < pacer.waited <= MAX_WAIT
         await running
+
+
+async def test_the_wait_is_bounded_by_the_batch_time() -> None:
+    writes = watch_with_baseline()
+    pacer = CleanupPacer(100, (writes,))
+    stop = asyncio.Event()
+
+    async def slow_app() -> None:
+        # Every write slow, for ever: the budget never comes back.
+        while not stop.is_set():
+            writes.observe(0.5)
+            await asyncio.sleep(0)
+
+    with pacer.watching():
+        running = asyncio.ensure_future(slow_app())
+        await asyncio.sleep(0)
+        await pacer.pause(0.002, no_pause)
+        stop.set()
+        await running
+    assert 0 < pacer.waited <= _pacing.WAIT_RATIO * 0.002 + STEP
 
 
 @SQL

@@ -7,7 +7,8 @@ by `SLACK`). Between two batches the `CleanupPacer` keeps the slow share of the 
 operations under `BUDGET`, so their p99 stays near the idle one: it halves the batch
 after a batch that slowed too many operations (grows it back slowly after one that did
 not) and, while the share is over budget, waits for the app's fast operations to bring
-it back, at most `MAX_WAIT` per batch, so a cleanup always finishes. An app that sends
+it back, at most `MAX_WAIT` per batch and `WAIT_RATIO` times the batch's own time, so a
+cleanup always finishes. An app that sends
 nothing is not waited for, and with no baseline (too few operations since the driver
 started) the cleanup runs as before, unpaced.
 """
@@ -28,8 +29,11 @@ SLACK = 1.3
 # The share of the app's operations a cleanup may slow: under 1%, their p99 stays under
 # the idle p99 times SLACK.
 BUDGET = 0.006
-# The longest wait between two batches for the budget to come back, and its step.
+# The longest wait between two batches for the budget to come back: MAX_WAIT, and no
+# more than WAIT_RATIO times the batch took, so a cleanup takes at most about that many
+# times longer than its batches do. STEP: how often the budget is looked at meanwhile.
 MAX_WAIT = 1.0
+WAIT_RATIO = 20
 STEP = 0.01
 # The smallest batch, as a share of the configured size.
 MIN_BATCH_SHARE = 50
@@ -133,8 +137,8 @@ class CleanupPacer:
             self.size = max(self.smallest, self.size // 2)
         else:
             self.size = min(self.largest, self.size + max(1, self.size // 8))
-        waited = 0.0
-        while self._over_budget() and waited < MAX_WAIT:
+        waited, longest = 0.0, min(MAX_WAIT, WAIT_RATIO * elapsed)
+        while self._over_budget() and waited < longest:
             before = self._counts()[0]
             await asyncio.sleep(STEP)
             waited += STEP
