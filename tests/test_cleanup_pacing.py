@@ -57,14 +57,19 @@ async def test_slow_operations_shrink_the_batch_and_fast_ones_grow_it() -> None:
         await pacer.pause(0.01, no_pause)
         assert pacer.size == 500  # never above the configured size
         assert pacer.waited == 0.0
-        writes.observe(0.05)  # one slow write of one since the last batch
+        writes.observe(0.05)  # one slow write: maybe chance, the batch stays
+        await pacer.pause(0.01, no_pause)
+        assert pacer.size == 500
+        writes.observe(0.05)  # two slow writes of two since the last batch
+        writes.observe(0.05)
         await pacer.pause(0.01, no_pause)
         assert pacer.size == 250
         # Nothing more came from the app: the pacer waited one step, not for the budget.
-        assert pacer.waited == STEP
+        assert pacer.waited == 2 * STEP
         await pacer.pause(0.01, no_pause)
         assert pacer.size == 250 + 250 // 8
         for _ in range(20):
+            writes.observe(0.05)
             writes.observe(0.05)
             await pacer.pause(0.01, no_pause)
         assert pacer.size == pacer.smallest == 20
@@ -89,10 +94,34 @@ async def test_over_budget_waits_for_fast_operations_then_goes_on() -> None:
         running = asyncio.ensure_future(app())
         await pacer.pause(0.1, no_pause)
         assert writes.tally is not None
-        assert writes.tally.slow == 1
-        assert writes.tally.total > 100  # it waited for the app's fast writes
+        assert writes.tally.slow == [1, 0]
+        assert writes.tally.total[1] > 100  # it waited for the app's fast writes
         assert 0 < pacer.waited <= MAX_WAIT
         await running
+
+
+async def test_slowness_between_batches_too_is_not_the_cleanups() -> None:
+    writes = watch_with_baseline()
+    pacer = CleanupPacer(100, (writes,))
+    with pacer.watching():
+        tally = writes.tally
+        assert tally is not None
+        # The machine is slow anyway: a fifth of the writes between batches are slow...
+        tally.in_batch = False
+        for i in range(100):
+            writes.observe(0.5 if i % 5 == 0 else 0.001)
+        tally.in_batch = True
+        # ... and as many during a batch: none of it is the cleanup's doing.
+        for i in range(10):
+            writes.observe(0.5 if i % 5 == 0 else 0.001)
+        assert tally.excess() == 0
+        await pacer.pause(0.1, no_pause)
+        assert pacer.size == 100
+        assert pacer.waited == 0.0
+        # More slow writes in a batch than between batches: the excess is the cleanup's.
+        for _ in range(5):
+            writes.observe(0.5)
+        assert tally.excess() == pytest.approx(5 - 0.2 * 5)
 
 
 async def test_the_wait_is_bounded_by_the_batch_time() -> None:

@@ -3,20 +3,23 @@
 The driver times each of its operations (reads and writes apart) in a `LatencyWatch`:
 outside a cleanup the last few hundred latencies, whose 99th percentile is the idle
 baseline; during one, how many operations ran and how many were slow (over the baseline
-by `SLACK`). Between two batches the `CleanupPacer` keeps the slow share of the app's
-operations under `BUDGET`, so their p99 stays near the idle one: it halves the batch
-after a batch that slowed too many operations (grows it back slowly after one that did
-not) and, while the share is over budget, waits for the app's fast operations to bring
-it back, at most `MAX_WAIT` per batch and `WAIT_RATIO` times the batch's own time, so a
-cleanup always finishes. An app that sends
-nothing is not waited for, and with no baseline (too few operations since the driver
-started) the cleanup runs as before, unpaced.
+by `SLACK`), apart for those that overlapped a batch and those that ran wholly between
+two batches. The latter are the control: what the machine does to the app anyway (other
+load, a slow disk), which waiting would not cure. Only the slow operations beyond the
+control's share are the cleanup's. Between two batches the `CleanupPacer` keeps those
+under `BUDGET` of the app's operations, so their p99 stays near the idle one: it halves
+the batch after a batch that slowed too many (grows it back slowly after one that did
+not) and, while over budget, waits for the app's operations to bring the share back, at
+most `MAX_WAIT` per batch and `WAIT_RATIO` times the batch's own time, so a cleanup
+always finishes. An app that sends nothing is not waited for, and with no baseline (too
+few operations since the driver started) the cleanup runs as before, unpaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = ["CleanupPacer", "LatencyWatch"]
@@ -35,17 +38,39 @@ BUDGET = 0.006
 MAX_WAIT = 1.0
 WAIT_RATIO = 20
 STEP = 0.01
+# Operations between batches needed before their slow share counts as the control.
+CONTROL_MIN = 50
 # The smallest batch, as a share of the configured size.
 MIN_BATCH_SHARE = 50
 
 
 class _Tally:
-    __slots__ = ("slow", "threshold", "total")
+    """The app's operations during one cleanup: [in a batch, between batches] each."""
+
+    __slots__ = ("batch_ended", "in_batch", "slow", "threshold", "total")
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
-        self.total = 0
-        self.slow = 0
+        self.total = [0, 0]
+        self.slow = [0, 0]
+        self.in_batch = True  # a batch runs now
+        self.batch_ended = 0.0  # perf_counter() when the last one ended
+
+    def count(self, seconds: float) -> None:
+        # An operation that began before the last batch ended, or ends while one runs,
+        # overlapped a batch.
+        apart = 0 if self.in_batch or time.perf_counter() - seconds < self.batch_ended else 1
+        self.total[apart] += 1
+        if seconds > self.threshold:
+            self.slow[apart] += 1
+
+    def excess(self) -> float:
+        """The slow operations beyond what the control (between batches) had anyway."""
+        control = self.slow[1] / self.total[1] if self.total[1] >= CONTROL_MIN else 0.0
+        return self.slow[0] - control * self.total[0]
+
+    def over_budget(self) -> bool:
+        return self.excess() > BUDGET * (self.total[0] + self.total[1])
 
 
 class LatencyWatch:
@@ -66,9 +91,7 @@ class LatencyWatch:
             self._count += 1
             return
         # Kept out of the baseline: a cleanup's effect is what is measured against it.
-        tally.total += 1
-        if seconds > tally.threshold:
-            tally.slow += 1
+        tally.count(seconds)
 
     def baseline(self) -> float | None:
         """The p99 of the latest latencies outside cleanup (None: too few yet)."""
@@ -92,7 +115,7 @@ class CleanupPacer:
         self.size = batch_size
         self._watches = watches
         self._tallies: list[_Tally] = []
-        self._seen = (0, 0)
+        self._seen = (0.0, 0)
         self.waited = 0.0
         """Seconds this run waited for the app's latency to come back (tests, benchmarks)."""
 
@@ -107,7 +130,7 @@ class CleanupPacer:
             watch.tally = _Tally(baseline * SLACK)
             owned.append(watch)
         self._tallies = [w.tally for w in owned if w.tally is not None]
-        self._seen = self._counts()
+        self._seen = self._window()
         try:
             yield
         finally:
@@ -115,11 +138,11 @@ class CleanupPacer:
                 watch.tally = None
             self._tallies = []
 
-    def _counts(self) -> tuple[int, int]:
-        return sum(t.total for t in self._tallies), sum(t.slow for t in self._tallies)
+    def _ops(self) -> int:
+        return sum(sum(t.total) for t in self._tallies)
 
-    def _over_budget(self) -> bool:
-        return any(t.slow > BUDGET * t.total for t in self._tallies)
+    def _window(self) -> tuple[float, int]:
+        return sum(t.excess() for t in self._tallies), self._ops()
 
     async def pause(self, elapsed: float, floor: Callable[[float], Awaitable[None]]) -> None:
         """Between two batches: the dialect's own pause, then the app's latency's.
@@ -128,22 +151,31 @@ class CleanupPacer:
             elapsed: seconds the batch took.
             floor: the dialect's pause, given `elapsed`.
         """
-        await floor(elapsed)
         if not self._tallies:
+            await floor(elapsed)
             return
-        total, slow = self._counts()
-        seen_total, seen_slow = self._seen
-        if slow - seen_slow > BUDGET * (total - seen_total):
-            self.size = max(self.smallest, self.size // 2)
-        else:
-            self.size = min(self.largest, self.size + max(1, self.size // 8))
-        waited, longest = 0.0, min(MAX_WAIT, WAIT_RATIO * elapsed)
-        while self._over_budget() and waited < longest:
-            before = self._counts()[0]
-            await asyncio.sleep(STEP)
-            waited += STEP
-            if self._counts()[0] == before:
-                break  # the app sent nothing meanwhile: there is nobody to slow down
-        self.waited += waited
+        ended = time.perf_counter()
+        for tally in self._tallies:
+            tally.in_batch = False
+            tally.batch_ended = ended
+        try:
+            await floor(elapsed)
+            excess, ops = self._window()
+            seen_excess, seen_ops = self._seen
+            if excess - seen_excess > max(1.0, BUDGET * (ops - seen_ops)):
+                self.size = max(self.smallest, self.size // 2)
+            else:
+                self.size = min(self.largest, self.size + max(1, self.size // 8))
+            waited, longest = 0.0, min(MAX_WAIT, WAIT_RATIO * elapsed)
+            while any(t.over_budget() for t in self._tallies) and waited < longest:
+                before = self._ops()
+                await asyncio.sleep(STEP)
+                waited += STEP
+                if self._ops() == before:
+                    break  # the app sent nothing meanwhile: there is nobody to slow down
+            self.waited += waited
+        finally:
+            for tally in self._tallies:
+                tally.in_batch = True
         # Operations slowed while the cleanup waited are not the next batch's doing.
-        self._seen = self._counts()
+        self._seen = self._window()
