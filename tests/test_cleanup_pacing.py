@@ -95,7 +95,7 @@ async def test_over_budget_waits_for_fast_operations_then_goes_on() -> None:
         await pacer.pause(0.1, no_pause)
         assert writes.tally is not None
         assert writes.tally.slow == [1, 0]
-        assert writes.tally.total[1] > 100  # it waited for the app's fast writes
+        assert sum(writes.tally.total) > 100  # it waited for the app's fast writes
         assert 0 < pacer.waited <= MAX_WAIT
         await running
 
