@@ -148,7 +148,7 @@ async def test_the_wait_is_bounded_by_the_batch_time() -> None:
 async def test_a_paced_cleanup_finishes(
     make_driver: DriverFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Every read is slow against the baseline below: the pacer waits each time it may.
+    # Every read is slow against the baseline below, so the pacer may wait: not for long.
     monkeypatch.setattr(_pacing, "MAX_WAIT", 0.05)
     driver: SQLDriver = await make_driver(cleanup_batch_size=40)
     await driver.set_many({f"old{i:04d}": i for i in range(500)}, ttl=10)
@@ -173,8 +173,7 @@ async def test_a_paced_cleanup_finishes(
         assert await driver.cleanup() == 500
     finally:
         stop.set()
-    during = await reader
-    assert during > 10
+    assert await reader >= 1
     assert reads.tally is None
     # The reads during cleanup stayed out of the baseline (the reader's last read may
     # have ended after the cleanup).
