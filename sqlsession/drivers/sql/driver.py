@@ -678,6 +678,8 @@ class SQLDriver(ExpiryMixin):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._fast is not None:
+            await self._fast.release()
         if self._owns_engine:
             await self.engine.dispose()
         self._ready = False
