@@ -87,8 +87,12 @@ class FastPath:
         return count
 
     async def release(self) -> None:
-        """Return the connection kept for the next operation to the pool (on dispose)."""
+        """Return the connections kept for the next operation to the pool (on dispose)."""
         await self._handoff.release()
+
+    async def give_back(self) -> None:
+        """Return this event loop's kept connection to the pool (before another checkout)."""
+        await self._handoff.give_back(self._engine.sync_engine.pool)
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         raise NotImplementedError

@@ -56,6 +56,16 @@ def _fresh(fairy: PoolProxiedConnection, pool: Pool) -> bool:
     return recycle < 0 or time.time() - record.starttime <= recycle
 
 
+def _close(fairy: PoolProxiedConnection) -> None:
+    """Close a spare that must not go back to its pool, without awaiting.
+
+    Its pool was disposed (the engine made a new one, and the old one would only keep
+    it open), or it belongs to another event loop than the running one.
+    """
+    fairy.invalidate()
+    fairy.close()
+
+
 class Handoff:
     """The spare connection of each event loop the fast path runs on.
 
@@ -81,12 +91,22 @@ class Handoff:
             return None
         fairy, owner = spare
         if owner is not pool:
-            # The engine was disposed since (it made a new pool): the old pool would
-            # only keep this connection open, so close it, without awaiting.
-            fairy.invalidate()
-            fairy.close()
+            _close(fairy)
             return None
         return fairy
+
+    async def give_back(self, pool: Pool) -> None:
+        """Return this loop's spare to the pool now, before a checkout of another kind.
+
+        Work that checks out through SQLAlchemy (a merge, a listing) then gets the same
+        connection back instead of opening another one next to the idle spare.
+        """
+        if self._spares:
+            spare = self._spares.pop(asyncio.get_running_loop(), None)
+            if spare is not None and spare[1] is not pool:
+                _close(spare[0])
+            elif spare is not None:
+                await self._checkin(spare[0])
 
     def keep(self, fairy: PoolProxiedConnection, pool: Pool) -> bool:
         """Keep `fairy` as this loop's spare until the loop turns.
@@ -97,13 +117,22 @@ class Handoff:
         if pool_drained(pool) or not _fresh(fairy, pool):
             return False
         loop = asyncio.get_running_loop()
-        if loop in self._spares:
-            return False  # one spare is enough: concurrent tasks go through the pool
+        if self._spares:
+            if loop in self._spares:
+                return False  # one spare is enough: concurrent tasks go through the pool
+            self._drop_stranded()
         self._spares[loop] = (fairy, pool)
         if loop not in self._armed:
             self._armed.add(loop)
             loop.call_later(IDLE_RETURN, self._release, loop)
         return True
+
+    def _drop_stranded(self) -> None:
+        """Close the spares of loops that closed before their timer ran (a test client's)."""
+        for loop in [loop for loop in self._spares if loop.is_closed()]:
+            spare = self._spares.pop(loop, None)
+            if spare is not None:
+                _close(spare[0])
 
     def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         """Return a spare nobody took to the pool.
@@ -131,9 +160,7 @@ class Handoff:
             if loop is asyncio.get_running_loop():
                 await self._checkin(spare[0])
             else:
-                # Made on another loop, which may be gone: close without awaiting it.
-                spare[0].invalidate()
-                spare[0].close()
+                _close(spare[0])  # made on another loop, which may be gone
         here = [t for t in self._returning if t.get_loop() is asyncio.get_running_loop()]
         if here:
             await asyncio.gather(*here, return_exceptions=True)

@@ -813,6 +813,8 @@ class SQLDriver(ExpiryMixin):
         # may lose one more; each such failure costs that connection and runs again.
         statements_lost = 0
         while True:
+            if self._fast is not None:
+                await self._fast.give_back()  # the fast path's idle connection, if any
             try:
                 async with self.engine.connect() as conn:
                     try:
