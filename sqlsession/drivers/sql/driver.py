@@ -747,7 +747,10 @@ class SQLDriver(ExpiryMixin):
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        async with self._write_slots if write else _ANY_TIME:
+        if not write or self._write_slots is _ANY_TIME:
+            # Without entering a null context manager: two coroutines fewer per operation.
+            return await self._run_fast_now(method, name, params)
+        async with self._write_slots:
             return await self._run_fast_now(method, name, params)
 
     async def _run_fast_now(
