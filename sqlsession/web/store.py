@@ -17,6 +17,12 @@ and none for an unchanged session, except that with ``idle_timeout`` one refresh
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
 ``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+
+JSON per request, on a `SupportsJSONText` driver: the row is read as text and decoded once
+(`_row.parse_text`), and the app is handed the values of that decode; a value is encoded
+once, at assignment, and what is written (``set_text``, ``merge_existing_text``) is put
+together from those texts (`_row.build_text`, `_row.changes_text`). Other drivers take and
+return values, as they always did.
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _validate
-from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
+from .. import _codec, _validate
+from ..driver import (
+    SessionDriver,
+    SupportsExpiry,
+    SupportsJSONText,
+    SupportsMerge,
+    SupportsMergeExisting,
+)
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
-from ._row import Entry
+from ._row import Slot
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .session import Clock, Session, state_of
 
@@ -123,6 +135,8 @@ class SessionStore:
         self._expiry = isinstance(driver, SupportsExpiry)
         self._merge = driver if isinstance(driver, SupportsMerge) else None
         self._merge_existing = driver if isinstance(driver, SupportsMergeExisting) else None
+        # With JSON text, a request decodes its row once and encodes each value once.
+        self._text = driver if isinstance(driver, SupportsJSONText) else None
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
@@ -156,7 +170,7 @@ class SessionStore:
             key = _ids.storage_key(session_id)
             label = _ids.log_label(session_id)
             try:
-                raw = await self.driver.get_item(key)
+                found, row = await self._read(key)
             except CorruptValueError:
                 # The driver found the item but could not decode it (bad or too deeply
                 # nested JSON text): a 500 would repeat on every request with this cookie.
@@ -170,9 +184,8 @@ class SessionStore:
                 logger.warning("Session %s cannot be decoded; starting a new one.", label)
                 state.discard.add(key)
                 continue
-            if raw is None:
+            if not found:
                 continue
-            row = _row.parse(raw)
             if row is None:
                 logger.warning(
                     "Session %s holds data sqlsession cannot read; starting a new one.", label
@@ -190,7 +203,22 @@ class SessionStore:
             break
         return session
 
-    def _alive(self, row: _row.Row) -> bool:
+    async def _read(self, key: str) -> tuple[bool, _row.Row | _row.LoadedRow | None]:
+        """Whether an item is stored under `key`, and its row (None when it is not ours).
+
+        Raises:
+            CorruptValueError: the stored text cannot be decoded.
+        """
+        if self._text is not None:
+            text = await self._text.get_text(key)
+            if text is None:
+                return False, None
+            # The request's one decode of its row: values are not encoded again.
+            return True, _row.parse_text(text, _codec.decode(text, key))
+        raw = await self.driver.get_item(key)
+        return raw is not None, None if raw is None else _row.parse(raw)
+
+    def _alive(self, row: _row.Row | _row.LoadedRow) -> bool:
         # The driver's row ttl usually hides expired sessions already; this check makes
         # the lifetime exact for drivers without expiry and after a config change.
         now = self._now_ms()
@@ -268,7 +296,7 @@ class SessionStore:
         return change
 
     def _check_size(self, state: SessionState) -> None:
-        size = _row.size(state.entries)
+        size = state.size(self.max_size)
         if self.max_size is not None and size > self.max_size:
             raise SessionTooLargeError(
                 f"The session grew to {size} bytes through changes made in place, more than "
@@ -311,21 +339,25 @@ class SessionStore:
         if ttl is not None and ttl < 0.001:
             state.stored_id = None
             return None
-        row = _row.build(created, now, state.user, now_entries)
-        await self.driver.set_item(_ids.storage_key(state.id), row, **self._ttl_kwargs(ttl))
+        key = _ids.storage_key(state.id)
+        if self._text is not None:
+            text = _row.build_text(created, now, state.user, now_entries, state.loaded)
+            await self._text.set_text(key, text, **self._ttl_kwargs(ttl))
+        else:
+            row = _row.build(created, now, state.user, now_entries, state.loaded)
+            await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
         return CookieChange(state.id, ttl)
 
     async def _update(
-        self, state: SessionState, now: int, now_entries: dict[str, Entry]
+        self, state: SessionState, now: int, now_entries: dict[str, Slot]
     ) -> CookieChange | None:
         assert state.stored_id is not None
         assert state.created_ms is not None
-        original = state.original
         changed = {
-            n for n in state.changed if n in now_entries and now_entries[n] != original.get(n)
+            n for n in state.changed if n in now_entries and state.differs(n, now_entries[n])
         }
-        deleted = {n for n in state.deleted if n in original}
+        deleted = {n for n in state.deleted if n in state.original}
         # Expired keys are not deleted here: readers skip them anyway, and deleting them
         # could remove a value another request has just set again under the same name.
         refresh = (
@@ -342,6 +374,16 @@ class SessionStore:
             state.discard.add(key)
             state.stored_id = None
             return None
+        if self._text is not None:
+            texts, removals = _row.changes_text(now, {n: now_entries[n] for n in changed}, deleted)
+            live = await self._text.merge_existing_text(
+                key, set=texts, delete=removals, **self._ttl_kwargs(ttl)
+            )
+            if not live:
+                # Ended by another request meanwhile (see below).
+                return None
+            state.updated(now, now_entries)
+            return None if self.idle_timeout is None else CookieChange(state.stored_id, ttl)
         changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
         if self._merge_existing is not None:
             stored = await self._merge_existing.merge_existing(
