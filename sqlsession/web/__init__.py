@@ -12,7 +12,9 @@ middleware is one such integration, in `sqlsession.web.asgi`) and reads `Session
 and `Session.modified`. Nothing here imports a web framework.
 """
 
+from ._flash import Flash
 from .asgi import SessionMiddleware, get_session
+from .csrf import CSRFMiddleware
 from .session import Clock, Session
 from .store import (
     DEFAULT_MAX_AGE,
@@ -25,8 +27,10 @@ from .store import (
 __all__ = [
     "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_SIZE",
+    "CSRFMiddleware",
     "Clock",
     "CookieChange",
+    "Flash",
     "Session",
     "SessionMiddleware",
     "SessionStore",
