@@ -62,6 +62,10 @@ class FastPath:
     a connection the server dropped from any other failure.
     """
 
+    hands_over = True
+    """Whether a connection may go straight to the next operation, past the pool's checkout
+    (`_handoff`); False where a checkout listener must see every operation."""
+
     errors: tuple[type[BaseException], ...] = ()
     """The driver's exception types; the SQL driver maps them to sqlsession errors."""
 
@@ -163,7 +167,7 @@ class FastPath:
                 fairy.invalidate()
                 fairy.close()
                 raise
-            if self._handoff.keep(fairy, pool):
+            if self.hands_over and self._handoff.keep(fairy, pool):
                 return result
             drained = pool_drained(pool)
             await self._greenlets.run(fairy.close)
