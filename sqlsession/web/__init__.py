@@ -15,6 +15,7 @@ and `Session.modified`. Nothing here imports a web framework.
 from ._flash import Flash
 from .asgi import SessionMiddleware, get_session
 from .csrf import CSRFMiddleware
+from .devices import DeviceSession, end_user_session, list_user_sessions
 from .session import Clock, Session
 from .store import (
     DEFAULT_MAX_AGE,
@@ -30,10 +31,13 @@ __all__ = [
     "CSRFMiddleware",
     "Clock",
     "CookieChange",
+    "DeviceSession",
     "Flash",
     "Session",
     "SessionMiddleware",
     "SessionStore",
+    "end_user_session",
     "end_user_sessions",
     "get_session",
+    "list_user_sessions",
 ]

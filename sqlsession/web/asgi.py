@@ -109,6 +109,10 @@ class SessionMiddleware:
             ids, which a reader of the table cannot test guesses against (without it,
             plain SHA-256, and user ids are easy to guess). Sessions need no secret:
             this is the only use. The name matches Starlette's middleware.
+        record_client: keep the User-Agent (cut to 200 characters) and the client's
+            network (IPv4 /24, IPv6 /48, from the ASGI ``client``: behind a proxy, have
+            the server trust its forwarded headers) of the request that signs a session
+            in, for `Session.user_sessions`. Off by default: it is personal data.
         clock: returns seconds since the epoch; tests pass a fake one to move time.
 
     Raises:
@@ -134,6 +138,7 @@ class SessionMiddleware:
         max_size: int | None = DEFAULT_MAX_SIZE,
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
+        record_client: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.app = app
@@ -159,6 +164,7 @@ class SessionMiddleware:
             "max_size": max_size,
             "identity_key": identity_key,
             "secret_key": secret_key,
+            "record_client": record_client,
             "clock": clock,
         }
         # Validate the timeouts now rather than on the first request.
@@ -292,7 +298,7 @@ class SessionMiddleware:
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             store = self._get_store()
-            session = await store.load(self.cookie.read(scope.get("headers", ())))
+            session = await store.load(self.cookie.read(scope.get("headers", ())), request=scope)
         except Exception as exc:
             logger.exception("Loading the session failed; answering %d.", _status_of(exc))
             if scope["type"] == "http":
