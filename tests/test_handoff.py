@@ -39,9 +39,7 @@ async def test_sqlite_checks_its_file_at_every_operation(sqlite_url: str) -> Non
 
 
 def given_engine(url: str, **pool: Any) -> Any:
-    """An engine of the app's own. Autocommit: the fast path on MySQL leaves a write to
-    an engine that is not autocommit uncommitted (as before this change; see the
-    changelog)."""
+    """An engine of the app's own, in autocommit (see the test below for one that is not)."""
     return create_async_engine(normalize_url(url), isolation_level="AUTOCOMMIT", **pool)
 
 
@@ -127,6 +125,23 @@ async def test_a_full_pool_gets_its_connection_back_at_once(url: str) -> None:
                 assert await driver.get_item("k") == 1
                 assert checked_out(driver) == 0
             assert len(checkouts) == 5
+    finally:
+        await engine.dispose()
+
+
+async def test_an_engine_without_autocommit_keeps_every_write(url: str) -> None:
+    # The app's engine at the driver's default isolation: each fast-path statement opens
+    # a transaction, which must be committed, not rolled back at checkin.
+    engine = create_async_engine(normalize_url(url), pool_size=2, max_overflow=0)
+    try:
+        async with SQLDriver(engine=engine) as driver, SQLDriver(url) as other:
+            await driver.set_item("k", {"n": 1})
+            assert await other.get_item("k") == {"n": 1}
+            await other.set_item("k", {"n": 2})
+            # A connection kept from the first write must not read an old snapshot.
+            assert await driver.get_item("k") == {"n": 2}
+            await driver.remove_item("k")
+            assert await other.get_item("k") is None
     finally:
         await engine.dispose()
 
