@@ -12,6 +12,7 @@ middleware is one such integration, in `sqlsession.web.asgi`) and reads `Session
 and `Session.modified`. Nothing here imports a web framework.
 """
 
+from ._crypto import generate_encryption_key
 from .asgi import SessionMiddleware, get_session
 from .session import Clock, Session
 from .store import (
@@ -31,5 +32,6 @@ __all__ = [
     "SessionMiddleware",
     "SessionStore",
     "end_user_sessions",
+    "generate_encryption_key",
     "get_session",
 ]

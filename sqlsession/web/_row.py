@@ -9,6 +9,7 @@ an atomic ``merge_item`` can change one session key without rewriting the others
         "user": ["u:<sha256>", "<token>"], # optional, see Session.bind_user()
         "k:cart": {"v": [1, 2]},           # one entry per session key ...
         "k:flash": {"v": "hi", "e": 1700000130000},  # ... "e": per-key expiry in ms
+        "k:note": {"c": "<token>"},        # a value encrypted at rest (see _crypto)
     }
 
 A user bound with ``bind_user`` has one item under ``"u:" + sha256(user id)``,
@@ -18,15 +19,21 @@ A user bound with ``bind_user`` has one item under ``"u:" + sha256(user id)``,
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .. import _codec
 from ..errors import InvalidKeyError, ValueNotSerializableError
+from ._crypto import Sealed, as_sealed
 
 Entry = tuple[str, "int | None"]
-"""One session key's value as JSON text, and its expiry in ms since the epoch (or None)."""
+"""One session key's value as JSON text, and its expiry in ms since the epoch (or None).
+
+The text is a `Sealed` token instead while an encrypted value has not been read."""
+
+Seal = Callable[[str, str], str]
+"""Encrypts the JSON text of the session key named first for its row (see `_crypto`)."""
 
 _KEY = "k:"
 # How many containers the row adds around a value: the row itself and the entry.
@@ -54,11 +61,16 @@ def encode_value(name: str, value: Any) -> str:
 
 
 def _byte_length(text: str) -> int:
+    if type(text) is Sealed:
+        return text.plain_size
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def size(entries: Mapping[str, Entry]) -> int:
-    """The bytes of a session's key names and JSON values (what ``max_size`` bounds)."""
+    """The bytes of a session's key names and JSON values (what ``max_size`` bounds).
+
+    An encrypted value counts as its JSON text, not its larger stored token.
+    """
     return sum(_byte_length(name) + _byte_length(text) for name, (text, _) in entries.items())
 
 
@@ -90,43 +102,63 @@ def parse(raw: Any) -> Row | None:
     for name, entry in raw.items():
         if not name.startswith(_KEY):
             continue
-        if not isinstance(entry, dict) or "v" not in entry:
+        if not isinstance(entry, dict):
             return None
         expires = entry.get("e")
         if expires is not None and not _is_int(expires):
             return None
-        try:
-            text = _codec.encode(name, entry["v"])
-        except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
-            return None
+        text: str | None
+        if "v" in entry:
+            try:
+                text = _codec.encode(name, entry["v"])
+            except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
+                return None
+        else:
+            text = as_sealed(entry.get("c"))
+            if text is None:
+                return None
         entries[name[len(_KEY) :]] = (text, expires)
     return Row(raw["created"], raw["seen"], user, entries)
 
 
-def _entry_value(entry: Entry) -> dict[str, Any]:
-    value: dict[str, Any] = {"v": _codec.decode(entry[0])}
+def _entry_value(name: str, entry: Entry, seal: Seal | None) -> dict[str, Any]:
+    text = entry[0]
+    value: dict[str, Any]
+    if type(text) is Sealed:
+        value = {"c": str(text)}  # unchanged, and still in the row it was sealed for
+    elif seal is not None:
+        value = {"c": seal(name, text)}
+    else:
+        value = {"v": _codec.decode(text)}
     if entry[1] is not None:
         value["e"] = entry[1]
     return value
 
 
 def build(
-    created: int, seen: int, user: list[str] | None, entries: Mapping[str, Entry]
+    created: int,
+    seen: int,
+    user: list[str] | None,
+    entries: Mapping[str, Entry],
+    seal: Seal | None = None,
 ) -> dict[str, Any]:
-    """The whole row to store for a session."""
+    """The whole row to store for a session; with `seal`, its values encrypted.
+
+    A `Sealed` entry is kept as it is: the caller opens those sealed for another row.
+    """
     row: dict[str, Any] = {"created": created, "seen": seen}
     if user is not None:
         row["user"] = user
     for name, entry in entries.items():
-        row[_KEY + name] = _entry_value(entry)
+        row[_KEY + name] = _entry_value(name, entry, seal)
     return row
 
 
 def changes(
-    seen: int, changed: Mapping[str, Entry], deleted: Iterable[str]
+    seen: int, changed: Mapping[str, Entry], deleted: Iterable[str], seal: Seal | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The row's items to set and the names to delete, for ``merge_item(set=, delete=)``."""
-    updates: dict[str, Any] = {_KEY + n: _entry_value(e) for n, e in changed.items()}
+    updates: dict[str, Any] = {_KEY + n: _entry_value(n, e, seal) for n, e in changed.items()}
     # Every write is activity: "seen" and the row's expiry always move together.
     updates["seen"] = seen
     return updates, sorted(_KEY + n for n in deleted)

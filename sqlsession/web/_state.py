@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import _codec
 from . import _ids, _row
+from ._crypto import Cipher, DecryptionError, Sealed, associated_data
 from ._row import Entry, Row
 
 # Values the app cannot change in place: nothing to compare at commit.
@@ -34,6 +35,8 @@ class Policy:
     """The session key whose assignment signs a user in (see `SessionMiddleware`)."""
     user_key: Callable[[str], str] = _ids.user_key
     """Turns a user id into the storage key of its generation item."""
+    cipher: Cipher | None = None
+    """Encrypts and decrypts the session values (None: stored as plain JSON)."""
 
 
 # No repr: it holds the session id and the visitor's data.
@@ -72,6 +75,9 @@ class SessionState:
     """The user id to bind at commit."""
     revoke: str | None = None
     """The user key whose sessions end at commit."""
+    reseal: set[str] = field(default_factory=set)
+    """Stored entries to rewrite with the first encryption key at the next write (stored
+    plain, or sealed with an older key)."""
 
     def take_in_place_edits(self) -> bool:
         """Re-encode the mutable values the app holds; mark the keys whose JSON changed.
@@ -97,6 +103,22 @@ class SessionState:
                 found = True
         return found
 
+    def unseal(self, name: str) -> str | None:
+        """Decrypt the sealed entry `name` in place; its JSON text, or None if no key opens it."""
+        text, expires = self.entries[name]
+        cipher = self.policy.cipher
+        if cipher is None or self.stored_id is None or type(text) is not Sealed:
+            return None
+        try:
+            plain = cipher.open(text, associated_data(_ids.storage_key(self.stored_id), name))
+        except DecryptionError:
+            return None
+        self.entries[name] = (plain, expires)
+        # Still the stored value: a write of the same value is then no change.
+        if self.original.get(name) == (text, expires):
+            self.original[name] = (plain, expires)
+        return plain
+
     def adopt(self, session_id: str, row: Row) -> None:
         """Take on the stored row of `session_id`, as loaded."""
         self.id = self.stored_id = session_id
@@ -105,6 +127,16 @@ class SessionState:
         self.entries = row.entries
         self.original = dict(row.entries)
         self.values.clear()
+        cipher = self.policy.cipher
+        self.reseal = (
+            set()
+            if cipher is None
+            else {
+                n
+                for n, (text, _) in row.entries.items()
+                if type(text) is not Sealed or not cipher.is_current(text)
+            }
+        )
 
     def saved(self, created_ms: int, seen_ms: int, entries: dict[str, Entry]) -> None:
         """The whole row was written under `id` (a new or regenerated session)."""
@@ -113,6 +145,7 @@ class SessionState:
         self.original = dict(entries)
         self.changed.clear()
         self.deleted.clear()
+        self.reseal.clear()
         self.regenerated = False
         self.bind = None
 
@@ -123,4 +156,5 @@ class SessionState:
         self.entries = dict(entries)
         self.changed.clear()
         self.deleted.clear()
+        self.reseal.clear()
         self.bind = None

@@ -9,6 +9,7 @@ middleware use the public `accessed` and `modified` instead.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -17,10 +18,13 @@ from typing import Any
 from .. import _codec, _validate
 from ..errors import SessionError, SessionTooLargeError
 from . import _ids, _row
+from ._crypto import Sealed
 from ._row import Entry
 from ._state import SessionState
 
 __all__ = ["Clock", "Session"]
+
+logger = logging.getLogger("sqlsession")
 
 Clock = Callable[[], float]
 """Returns the current time as seconds since the Unix epoch (``time.time``)."""
@@ -90,8 +94,26 @@ class Session(MutableMapping[str, Any]):
         values = self._state.values
         if key in values:
             return values[key]
-        value = values[key] = _codec.decode(entry[0])
+        text = entry[0]
+        if type(text) is Sealed:
+            text = self._unseal(key)
+        value = values[key] = _codec.decode(text)
         return value
+
+    def _unseal(self, key: str) -> str:
+        """The decrypted JSON text of `key`; a value no key opens ends the session."""
+        text = self._state.unseal(key)
+        if text is None:
+            state = self._state
+            label = "-" if state.stored_id is None else _ids.log_label(state.stored_id)
+            logger.warning(
+                "Session %s holds a value that cannot be decrypted (altered, or its key was "
+                "removed from encryption_keys); starting a new one.",
+                label,
+            )
+            self.destroy()
+            raise KeyError(key)
+        return text
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -257,6 +279,7 @@ class Session(MutableMapping[str, Any]):
         state.values.clear()
         state.changed.clear()
         state.deleted.clear()
+        state.reseal.clear()
         state.regenerated = False
         state.destroyed = state.modified = True
 

@@ -31,6 +31,7 @@ from .. import _validate
 from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
+from ._crypto import Cipher, Sealed, associated_data
 from ._row import Entry
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .session import Clock, Session, state_of
@@ -90,11 +91,16 @@ class SessionStore:
             `Session.bind_user` does (see `SessionMiddleware`); None: none.
         secret_key: when given, user ids are stored as HMAC-SHA256 keyed with it
             rather than plain SHA-256 (see `Session.bind_user`).
+        encryption_keys: encrypt the session values at rest with AES-256-GCM (needs
+            the ``[crypto]`` extra). Keys as `generate_encryption_key` makes them
+            (urlsafe base64 text of 32 bytes, or 32 raw bytes), newest first: the
+            first encrypts, every one decrypts. None: values are stored as plain JSON.
         clock: returns seconds since the epoch (default ``time.time``).
 
     Raises:
         InvalidTTLError: `max_age` or `idle_timeout` is not None or 0.001 s to 100 years.
-        ConfigError: `max_size`, `identity_key` or `secret_key` is invalid.
+        ConfigError: `max_size`, `identity_key`, `secret_key` or `encryption_keys` is
+            invalid, or `encryption_keys` is given without ``cryptography`` installed.
     """
 
     def __init__(
@@ -106,9 +112,11 @@ class SessionStore:
         max_size: int | None = DEFAULT_MAX_SIZE,
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
+        encryption_keys: Sequence[str | bytes] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.driver = driver
+        self._cipher = None if encryption_keys is None else Cipher(encryption_keys)
         self.max_age = _validate.check_ttl(max_age, what="max_age")
         self.idle_timeout = _validate.check_ttl(idle_timeout, what="idle_timeout")
         self.max_size = None if max_size is None else _check_max_size(max_size)
@@ -117,6 +125,7 @@ class SessionStore:
             max_size=self.max_size,
             identity_key=self.identity_key,
             user_key=_ids.keyed_user_key(_check_secret(secret_key)),
+            cipher=self._cipher,
         )
         self._clock: Clock = clock if clock is not None else time.time
         # Which optional capabilities to use is decided once, not per request.
@@ -179,6 +188,14 @@ class SessionStore:
                 )
                 state.discard.add(key)
                 continue
+            if not self._openable(row):
+                logger.warning(
+                    "Session %s holds values encrypted with a key not in encryption_keys; "
+                    "starting a new one.",
+                    label,
+                )
+                state.discard.add(key)
+                continue
             if not self._alive(row):
                 state.discard.add(key)
                 continue
@@ -189,6 +206,26 @@ class SessionStore:
             state.adopt(session_id, row)
             break
         return session
+
+    def _openable(self, row: _row.Row) -> bool:
+        # Only the key ids are checked here; a value altered in the table is found when
+        # the app reads it (it is decrypted then), and ends the session then.
+        cipher = self._cipher
+        return all(
+            type(text) is not Sealed or (cipher is not None and cipher.can_open(text))
+            for text, _ in row.entries.values()
+        )
+
+    def _sealer(self, storage_key: str) -> _row.Seal | None:
+        """Encrypts values for the row under `storage_key` (None without encryption)."""
+        cipher = self._cipher
+        if cipher is None:
+            return None
+
+        def seal(name: str, text: str) -> str:
+            return cipher.seal(text, associated_data(storage_key, name))
+
+        return seal
 
     def _alive(self, row: _row.Row) -> bool:
         # The driver's row ttl usually hides expired sessions already; this check makes
@@ -311,8 +348,11 @@ class SessionStore:
         if ttl is not None and ttl < 0.001:
             state.stored_id = None
             return None
-        row = _row.build(created, now, state.user, now_entries)
-        await self.driver.set_item(_ids.storage_key(state.id), row, **self._ttl_kwargs(ttl))
+        key = _ids.storage_key(state.id)
+        # Values sealed for the old row do not open under the new id: re-encrypt them.
+        _unseal_all(state, now_entries)
+        row = _row.build(created, now, state.user, now_entries, self._sealer(key))
+        await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
         return CookieChange(state.id, ttl)
 
@@ -342,7 +382,10 @@ class SessionStore:
             state.discard.add(key)
             state.stored_id = None
             return None
-        changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
+        writes = {n: now_entries[n] for n in changed}
+        if state.reseal:
+            writes.update(_resealed(state, now_entries, writes.keys() | deleted))
+        changes, removals = _row.changes(now, writes, deleted, self._sealer(key))
         if self._merge_existing is not None:
             stored = await self._merge_existing.merge_existing(
                 key, set=changes, delete=removals, **self._ttl_kwargs(ttl)
@@ -368,6 +411,41 @@ class SessionStore:
             return None
         # The idle deadline moved: move the cookie's with it.
         return CookieChange(state.stored_id, ttl)
+
+
+def _unseal_all(state: SessionState, entries: dict[str, Entry]) -> None:
+    """Decrypt the sealed values among `entries` (drop, with a warning, those no key opens)."""
+    for name, (text, _) in list(entries.items()):
+        if type(text) is not Sealed:
+            continue
+        if state.unseal(name) is None:
+            assert state.stored_id is not None  # only a loaded row has sealed values
+            logger.warning(
+                "Session %s: dropped a value that cannot be decrypted while moving it to a new id.",
+                _ids.log_label(state.stored_id),
+            )
+            del entries[name], state.entries[name]
+            state.values.pop(name, None)
+        else:
+            entries[name] = state.entries[name]
+
+
+def _resealed(state: SessionState, entries: dict[str, Entry], skip: set[str]) -> dict[str, Entry]:
+    """The unchanged entries to rewrite with the first key, as this write goes out anyway.
+
+    Rows stored before encryption was switched on (or with an older key) end up encrypted
+    with the current key once their session is next written.
+    """
+    found: dict[str, Entry] = {}
+    for name in sorted(state.reseal):
+        if name in skip or name not in entries:
+            continue
+        if type(entries[name][0]) is Sealed:
+            if state.unseal(name) is None:
+                continue  # left as it is; reading it ends the session
+            entries[name] = state.entries[name]
+        found[name] = entries[name]
+    return found
 
 
 async def end_user_sessions(
