@@ -189,12 +189,12 @@ class Cipher:
         """Whether `token` was sealed with the first key."""
         return token.key_id == self._current_id
 
-    def seal(self, text: str, aad: bytes) -> Sealed:
-        """`text` encrypted with the first key, bound to `aad`."""
+    def seal(self, text: str, aad: bytes) -> str:
+        """`text` encrypted with the first key, bound to `aad`, as the token to store."""
         nonce = os.urandom(NONCE_BYTES)
         body = nonce + self._current.encrypt(nonce, text.encode("utf-8"), aad)
         encoded = base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
-        return Sealed(f"{self._current_id}.{encoded}")
+        return f"{self._current_id}.{encoded}"
 
     def open(self, token: Sealed, aad: bytes) -> str:
         """The text sealed in `token` for `aad`.

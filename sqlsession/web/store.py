@@ -31,7 +31,7 @@ from .. import _validate
 from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
-from ._crypto import Cipher, Sealed, associated_data
+from ._crypto import Cipher, DecryptionError, Sealed, associated_data
 from ._row import Entry
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .session import Clock, Session, state_of
@@ -361,11 +361,10 @@ class SessionStore:
     ) -> CookieChange | None:
         assert state.stored_id is not None
         assert state.created_ms is not None
-        original = state.original
         changed = {
-            n for n in state.changed if n in now_entries and now_entries[n] != original.get(n)
+            n for n in state.changed if n in now_entries and now_entries[n] != _stored(state, n)
         }
-        deleted = {n for n in state.deleted if n in original}
+        deleted = {n for n in state.deleted if n in state.original}
         # Expired keys are not deleted here: readers skip them anyway, and deleting them
         # could remove a value another request has just set again under the same name.
         refresh = (
@@ -411,6 +410,21 @@ class SessionStore:
             return None
         # The idle deadline moved: move the cookie's with it.
         return CookieChange(state.stored_id, ttl)
+
+
+def _stored(state: SessionState, name: str) -> Entry | None:
+    """The entry `name` as loaded, decrypted if it is sealed (and opens)."""
+    entry = state.original.get(name)
+    cipher = state.policy.cipher
+    if entry is None or type(entry[0]) is not Sealed or cipher is None:
+        return entry
+    assert state.stored_id is not None  # only a loaded row has sealed values
+    aad = associated_data(_ids.storage_key(state.stored_id), name)
+    try:
+        # A key assigned without being read: decrypting beats writing the same value.
+        return (cipher.open(entry[0], aad), entry[1])
+    except DecryptionError:
+        return entry
 
 
 def _unseal_all(state: SessionState, entries: dict[str, Entry]) -> None:
