@@ -273,6 +273,20 @@ async def test_in_place_edits_and_concurrent_merges_still_work(
     assert recording.writes() == []
 
 
+async def test_without_merge_a_re_read_keeps_an_earlier_commit(
+    driver: Any, clock: FakeClock, backend: str, request: pytest.FixtureRequest
+) -> None:
+    store = SessionStore(Recording(driver, merge=False), encryption_keys=[KEY1], clock=clock)
+    sid = await start(store, count=0, cart=[])
+    first, second = await reopen(store, sid), await reopen(store, sid)
+    first["count"] = 1
+    second["cart"] = [SECRET]
+    await store.commit(first)
+    await store.commit(second)
+    assert dict(await reopen(store, sid)) == {"count": 1, "cart": [SECRET]}
+    assert SECRET not in await raw_table(backend, driver, request)
+
+
 async def test_regenerate_and_sign_in_carry_encrypted_values_to_the_new_id(
     driver: Any, clock: FakeClock
 ) -> None:
