@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import subprocess
 import sys
 from typing import Any
 
@@ -376,6 +377,19 @@ def test_without_cryptography_the_error_names_the_extra(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match=r"pip install 'sqlsession-store\[crypto\]'"):
         SessionStore(Recording(None), encryption_keys=[KEY1])
     SessionStore(Recording(None))  # not needed, not imported, without keys
+
+
+def test_cryptography_is_imported_only_when_keys_are_given() -> None:
+    code = (
+        "import sys\n"
+        "from sqlsession.drivers.memory import MemoryDriver\n"
+        "from sqlsession.web import SessionMiddleware, SessionStore, generate_encryption_key\n"
+        "SessionStore(MemoryDriver())\n"
+        "assert 'cryptography' not in sys.modules\n"
+        "SessionStore(MemoryDriver(), encryption_keys=[generate_encryption_key()])\n"
+        "assert 'cryptography' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_no_key_material_in_reprs() -> None:
