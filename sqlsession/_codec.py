@@ -52,6 +52,10 @@ def encode(key: str, value: Any, *, max_depth: int = MAX_DEPTH) -> str:
         ) from exc
     if not plain:
         _check(key, value, max_depth)
+    return _valid_text(key, text)
+
+
+def _valid_text(key: str, text: str) -> str:
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -61,6 +65,33 @@ def encode(key: str, value: Any, *, max_depth: int = MAX_DEPTH) -> str:
                 "which is not valid Unicode text and cannot be stored as JSON."
             ) from None
     return text
+
+
+def encode_trusted(value: Any) -> str:
+    """`value` as JSON text, without `encode`'s checks: for data sqlsession decoded itself.
+
+    What `decode` returns is plain JSON already (dicts, lists, str, int, float, bool,
+    None), so its text can be written back without walking it again.
+    """
+    return _encoder.encode(value)
+
+
+def encode_changed(key: str, value: Any, text: str, *, max_depth: int = MAX_DEPTH) -> str | None:
+    """`encode(key, value)` if that is not `text`, else None: one encode, checked when changed.
+
+    Raises:
+        ValueNotSerializableError: as `encode`, for a value whose JSON changed.
+    """
+    try:
+        new = _encoder.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return encode(key, value, max_depth=max_depth)  # raises, saying what is wrong
+    if new == text:
+        return None
+    if not _plain(value, max_depth):
+        _check(key, value, max_depth)
+        return encode(key, value, max_depth=max_depth)
+    return _valid_text(key, new)
 
 
 def encodes_to(value: Any, text: str) -> bool:

@@ -423,6 +423,22 @@ class Failing(MemoryDriver):
             raise OSError("disk full")
         await super().set_item(key, value, ttl=ttl)
 
+    # The session layer reads and writes sessions as JSON text on this driver.
+    async def get_text(self, key: str) -> str | None:
+        if self.fail_reads:
+            raise OSError("database unreachable")
+        return await super().get_text(key)
+
+    async def set_text(self, key: str, text: str, *, ttl: Any = None) -> None:
+        if self.fail_writes:
+            raise OSError("disk full")
+        await super().set_text(key, text, ttl=ttl)
+
+    async def merge_existing_text(self, key: str, *args: Any, **kwargs: Any) -> bool:
+        if self.fail_writes:
+            raise OSError("disk full")
+        return await super().merge_existing_text(key, *args, **kwargs)
+
 
 async def test_a_failed_load_is_a_logged_500(
     clock: FakeClock, caplog: pytest.LogCaptureFixture

@@ -71,6 +71,12 @@ class ConfigFailing(MemoryDriver):
             raise ConfigError("the driver lost its configuration")
         return await super().get_item(key)
 
+    async def get_text(self, key: str) -> str | None:  # how the session layer reads it
+        if self.fail_next_read:
+            self.fail_next_read = False
+            raise ConfigError("the driver lost its configuration")
+        return await super().get_text(key)
+
 
 async def test_a_driver_error_while_loading_is_raised_and_the_row_kept(clock: FakeClock) -> None:
     driver = ConfigFailing(clock=clock)

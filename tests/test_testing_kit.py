@@ -171,6 +171,7 @@ def test_the_contract_catches_broken_drivers(tmp_path: Path) -> None:
         "test_merge_existing_merges_a_live_item",
         "test_merge_existing_applies_its_ttl_to_the_item",
         "test_concurrent_merge_existing_of_different_fields_all_win",
+        "test_merge_existing_text_merges_a_live_item_only",
     }
     # Every test that waits for something to expire or compares an expiry instant with
     # the clock (the others pass on a wall clock too).
@@ -198,6 +199,7 @@ def test_the_contract_catches_broken_drivers(tmp_path: Path) -> None:
         "test_cleanup_with_a_prefix_of_the_highest_code_point",
         "test_merge_existing_neither_revives_nor_changes_an_expired_item",
         "test_merge_existing_applies_its_ttl_to_the_item",
+        "test_json_text_honours_ttl",
     }
     forgot = {name: o for name, o in outcomes.items() if name.startswith("TestForgotTheFixture")}
     assert forgot

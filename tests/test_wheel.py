@@ -421,4 +421,4 @@ def test_a_third_party_runs_the_contract_from_the_wheel(
     summary = result.stdout.strip().splitlines()[-1]
     # Every test of both contract classes, the plugin's fixture and the import check;
     # nothing skipped, failed or warned about.
-    assert summary.startswith("125 passed in "), result.stdout
+    assert summary.startswith("129 passed in "), result.stdout

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import _codec, _validate
 from ..driver import Entry
+from ..errors import ValueNotSerializableError
 from ._base import (
     DEFAULT,
     Clock,
@@ -23,6 +24,7 @@ from ._base import (
     from_ms,
     prepare_merge,
 )
+from ._splice import Spliced, splice
 
 __all__ = ["MemoryDriver", "create_driver"]
 
@@ -42,6 +44,9 @@ class MemoryDriver(ExpiryMixin):
         super().__init__(ttl, clock)
         self.max = _validate.check_positive_int(max, what="max")
         self._items: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
+        # How merge_existing_text built an item's text, valid while that text is stored
+        # (checked by identity); as many as there may be items, the least recent dropped.
+        self._spliced: OrderedDict[str, Spliced] = OrderedDict()
 
     def _live(self, key: str) -> tuple[str, int | None] | None:
         item = self._items.get(key)
@@ -227,9 +232,24 @@ class MemoryDriver(ExpiryMixin):
         *,
         ttl: Any = DEFAULT,
     ) -> bool:
-        """`merge_existing` with each value in `set` as JSON text; whether the item was live."""
-        values = {n: _codec.decode(check_text(key, t), key) for n, t in (set or {}).items()}
-        return self._merge(key, values, delete, ttl, create=False) is not None
+        """`merge_existing` with each value in `set` as JSON text; whether the item was live.
+
+        The texts are spliced in as they are (see `_splice`): a session's next merge of
+        the same keys decodes and encodes nothing.
+        """
+        _validate.check_key(key)
+        changes = _check_texts(key, set)
+        names = _check_names(key, delete)
+        expires_at = self._expires_at(ttl)
+        item = self._live(key)
+        if item is None:
+            return False
+        spliced = splice(key, item[0], self._spliced.pop(key, None), changes, names)
+        self._store(key, spliced.text, expires_at)
+        self._spliced[key] = spliced
+        while len(self._spliced) > self.max:
+            self._spliced.popitem(last=False)
+        return True
 
     async def clear(self, prefix: str = "") -> None:
         """Delete every item whose key starts with `prefix` (all items by default)."""
@@ -253,6 +273,43 @@ class MemoryDriver(ExpiryMixin):
     async def dispose(self) -> None:
         """Drop every item; the driver stays usable."""
         self._items.clear()
+        self._spliced.clear()
+
+
+def _check_texts(key: str, texts: Mapping[str, str] | None) -> dict[str, str]:
+    """`merge_existing_text`'s `set`: str names (valid Unicode) to str JSON texts."""
+    if texts is not None and not isinstance(texts, Mapping):
+        raise ValueNotSerializableError(
+            f"merge_existing_text(set=...) for session key {key!r} must be a mapping of str "
+            f"names to JSON texts, got {type(texts).__name__}."
+        )
+    checked: dict[str, str] = {}
+    for name, text in (texts or {}).items():
+        if type(name) is not str or not (name.isascii() or _is_unicode(name)):
+            raise ValueNotSerializableError(
+                f"merge_existing_text(set=...) for session key {key!r} must have str names "
+                "that are valid Unicode."
+            )
+        checked[name] = check_text(key, text)
+    return checked
+
+
+def _check_names(key: str, delete: Iterable[str]) -> list[str]:
+    """`merge_existing_text`'s `delete`: a list of str names."""
+    names = [] if isinstance(delete, str | bytes) else list(delete)
+    if isinstance(delete, str | bytes) or any(type(n) is not str for n in names):
+        raise ValueNotSerializableError(
+            f"merge_existing_text(delete=...) for session key {key!r} must be a list of str names."
+        )
+    return names
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_prefix(prefix: Any) -> str:

@@ -18,9 +18,11 @@ A user bound with ``bind_user`` has one item under ``"u:" + sha256(user id)``,
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from .. import _codec
@@ -34,6 +36,10 @@ The text is a `Sealed` token instead while an encrypted value has not been read.
 
 Seal = Callable[[str, str], str]
 """Encrypts the JSON text of the session key named first for its row (see `_crypto`)."""
+
+Slot = tuple["str | None", "int | None"]
+"""A session key as a `Session` holds it: an `Entry` whose text is None while only the
+value decoded with the row is known (it is encoded only when something needs its text)."""
 
 _KEY = "k:"
 # How many containers the row adds around a value: the row itself and the entry.
@@ -66,6 +72,11 @@ def _byte_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
+def byte_length(text: str) -> int:
+    """The UTF-8 length of `text`, without encoding it when it is ASCII."""
+    return _byte_length(text)
+
+
 def size(entries: Mapping[str, Entry]) -> int:
     """The bytes of a session's key names and JSON values (what ``max_size`` bounds).
 
@@ -89,15 +100,78 @@ def _is_int(value: Any) -> bool:
     return type(value) is int
 
 
+# No repr: the values are the visitor's data.
+@dataclass(frozen=True, repr=False)
+class LoadedRow:
+    """A stored session row decoded from its JSON text, its values not encoded again.
+
+    Every slot's text is None: the value is in `values`, as the one decode of the row
+    made it, and is encoded only if something needs its text (see `SessionState`).
+    """
+
+    created: int
+    seen: int
+    user: list[str] | None
+    entries: dict[str, Slot]
+    values: dict[str, Any]
+    text: str
+    """The row's JSON text as the driver returned it: its length bounds the session's size."""
+
+
+def _header(raw: Any) -> bool:
+    if not isinstance(raw, dict) or not _is_int(raw.get("created")) or not _is_int(raw.get("seen")):
+        return False
+    user = raw.get("user")
+    return user is None or (
+        isinstance(user, list) and len(user) == 2 and all(type(u) is str for u in user)
+    )
+
+
+# A JSON escape of a UTF-16 surrogate: the decoder turns "\ud800" into a lone surrogate,
+# which encode() refuses. sqlsession never writes one (it writes non-ASCII as is).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_text(text: str, raw: Any) -> LoadedRow | Row | None:
+    """The session row `raw`, which `_codec.decode` made of the driver's `text`.
+
+    The decode refused what ``encode`` refuses (NaN, Infinity, over-long ints), except
+    lone surrogates: a row that spells one (which sqlsession never writes) goes through
+    `parse`, which re-encodes every value to check it.
+
+    Returns:
+        The row with its values as decoded, or None if it is not one sqlsession wrote.
+    """
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        return parse(raw)
+    if not _header(raw):
+        return None
+    entries: dict[str, Slot] = {}
+    values: dict[str, Any] = {}
+    for name, entry in raw.items():
+        if not name.startswith(_KEY):
+            continue
+        if not isinstance(entry, dict):
+            return None
+        expires = entry.get("e")
+        if expires is not None and not _is_int(expires):
+            return None
+        if "v" in entry:
+            entries[name[len(_KEY) :]] = (None, expires)
+            values[name[len(_KEY) :]] = entry["v"]
+            continue
+        sealed = as_sealed(entry.get("c"))
+        if sealed is None:
+            return None
+        entries[name[len(_KEY) :]] = (sealed, expires)
+    return LoadedRow(raw["created"], raw["seen"], raw.get("user"), entries, values, text)
+
+
 def parse(raw: Any) -> Row | None:
     """The stored session row `raw`, or None if it is not one sqlsession wrote."""
-    if not isinstance(raw, dict) or not _is_int(raw.get("created")) or not _is_int(raw.get("seen")):
+    if not _header(raw):
         return None
     user = raw.get("user")
-    if user is not None and not (
-        isinstance(user, list) and len(user) == 2 and all(type(u) is str for u in user)
-    ):
-        return None
     entries: dict[str, Entry] = {}
     for name, entry in raw.items():
         if not name.startswith(_KEY):
@@ -121,17 +195,20 @@ def parse(raw: Any) -> Row | None:
     return Row(raw["created"], raw["seen"], user, entries)
 
 
-def _entry_value(name: str, entry: Entry, seal: Seal | None) -> dict[str, Any]:
-    text = entry[0]
+def _entry_value(
+    name: str, slot: Slot, loaded: Mapping[str, Any], seal: Seal | None
+) -> dict[str, Any]:
+    text, expires = slot
     value: dict[str, Any]
     if type(text) is Sealed:
         value = {"c": str(text)}  # unchanged, and still in the row it was sealed for
     elif seal is not None:
-        value = {"c": seal(name, text)}
+        plain = _codec.encode_trusted(loaded[name]) if text is None else text
+        value = {"c": seal(name, plain)}
     else:
-        value = {"v": _codec.decode(text)}
-    if entry[1] is not None:
-        value["e"] = entry[1]
+        value = {"v": loaded[name] if text is None else _codec.decode(text)}
+    if expires is not None:
+        value["e"] = expires
     return value
 
 
@@ -139,28 +216,95 @@ def build(
     created: int,
     seen: int,
     user: list[str] | None,
-    entries: Mapping[str, Entry],
+    entries: Mapping[str, Slot],
+    loaded: Mapping[str, Any],
     seal: Seal | None = None,
 ) -> dict[str, Any]:
-    """The whole row to store for a session; with `seal`, its values encrypted.
+    """The whole row to store for a session, for a driver that takes values.
 
-    A `Sealed` entry is kept as it is: the caller opens those sealed for another row.
+    With `seal`, its values are encrypted; a `Sealed` entry is kept as it is (the caller
+    opens those sealed for another row).
     """
     row: dict[str, Any] = {"created": created, "seen": seen}
     if user is not None:
         row["user"] = user
-    for name, entry in entries.items():
-        row[_KEY + name] = _entry_value(name, entry, seal)
+    for name, slot in entries.items():
+        row[_KEY + name] = _entry_value(name, slot, loaded, seal)
     return row
 
 
 def changes(
-    seen: int, changed: Mapping[str, Entry], deleted: Iterable[str], seal: Seal | None = None
+    seen: int, changed: Mapping[str, Slot], deleted: Iterable[str], seal: Seal | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The row's items to set and the names to delete, for ``merge_item(set=, delete=)``."""
-    updates: dict[str, Any] = {_KEY + n: _entry_value(n, e, seal) for n, e in changed.items()}
+    updates: dict[str, Any] = {_KEY + n: _entry_value(n, e, {}, seal) for n, e in changed.items()}
     # Every write is activity: "seen" and the row's expiry always move together.
     updates["seen"] = seen
+    return updates, sorted(_KEY + n for n in deleted)
+
+
+# -- the same as JSON text, assembled from texts already encoded -------------------------
+# Names are escaped as the encoder would (only '"', '\\' and control characters change);
+# values are texts `encode` produced at assignment, so nothing is encoded twice.
+
+
+def _entry_text(name: str, text: str, expires: int | None, seal: Seal | None = None) -> str:
+    # A token is urlsafe base64 and a dot: a JSON string as it is.
+    if type(text) is Sealed:
+        body = '"c":"' + text + '"'
+    elif seal is not None:
+        body = '"c":"' + seal(name, text) + '"'
+    else:
+        body = '"v":' + text
+    if expires is None:
+        return "{" + body + "}"
+    return "{" + body + ',"e":' + str(expires) + "}"
+
+
+def build_text(
+    created: int,
+    seen: int,
+    user: list[str] | None,
+    entries: Mapping[str, Slot],
+    loaded: Mapping[str, Any],
+    seal: Seal | None = None,
+) -> str:
+    """`build` as JSON text, for a `SupportsJSONText` driver.
+
+    The values the request never encoded (decoded with the row, untouched since) are
+    encoded together, in one call.
+    """
+    parts = ['"created":' + str(created), '"seen":' + str(seen)]
+    if user is not None:
+        pair = encode_basestring(user[0]) + "," + encode_basestring(user[1])
+        parts.append('"user":[' + pair + "]")
+    pending: dict[str, Any] = {}
+    for name, (text, expires) in entries.items():
+        if text is None and seal is not None:
+            text = _codec.encode_trusted(loaded[name])  # to be encrypted, one by one
+        if text is None:
+            entry: dict[str, Any] = {"v": loaded[name]}
+            if expires is not None:
+                entry["e"] = expires
+            pending[_KEY + name] = entry
+        else:
+            entry_text = _entry_text(name, text, expires, seal)
+            parts.append(encode_basestring(_KEY + name) + ":" + entry_text)
+    if pending:
+        # Decoded by us from a row we accepted: plain JSON, no need to check it again.
+        parts.append(_codec.encode_trusted(pending)[1:-1])
+    return "{" + ",".join(parts) + "}"
+
+
+def changes_text(
+    seen: int, changed: Mapping[str, Slot], deleted: Iterable[str], seal: Seal | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """`changes` as JSON texts, for ``merge_existing_text(set=, delete=)``."""
+    updates: dict[str, str] = {}
+    for name, (text, expires) in changed.items():
+        assert text is not None  # a changed key was encoded at assignment or commit
+        updates[_KEY + name] = _entry_text(name, text, expires, seal)
+    updates["seen"] = str(seen)
     return updates, sorted(_KEY + n for n in deleted)
 
 

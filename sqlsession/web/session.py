@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from .. import _codec, _validate
+from .. import _validate
 from ..errors import SessionError, SessionTooLargeError
 from . import _ids, _row
 from ._crypto import Sealed
-from ._row import Entry
+from ._row import Slot
 from ._state import SessionState
 
 __all__ = ["Clock", "Session"]
@@ -80,7 +80,7 @@ class Session(MutableMapping[str, Any]):
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
 
-    def _live(self, name: str) -> Entry | None:
+    def _live(self, name: str) -> Slot | None:
         self._state.accessed = True
         entry = self._state.entries.get(name)
         if entry is None or (entry[1] is not None and entry[1] <= self._now_ms()):
@@ -91,14 +91,9 @@ class Session(MutableMapping[str, Any]):
         entry = self._live(key)
         if entry is None:
             raise KeyError(key)
-        values = self._state.values
-        if key in values:
-            return values[key]
-        text = entry[0]
-        if type(text) is Sealed:
-            text = self._unseal(key)
-        value = values[key] = _codec.decode(text)
-        return value
+        if type(entry[0]) is Sealed:
+            entry = (self._unseal(key), entry[1])
+        return self._state.value(key, entry)
 
     def _unseal(self, key: str) -> str:
         """The decrypted JSON text of `key`; a value no key opens ends the session."""
@@ -169,6 +164,7 @@ class Session(MutableMapping[str, Any]):
         for name in list(state.entries):
             self._forget(name)
         state.values.clear()
+        state.forget_loaded()
 
     def _sign_out(self) -> None:
         state = self._state
@@ -230,8 +226,11 @@ class Session(MutableMapping[str, Any]):
         limit = state.policy.max_size
         if limit is None:
             return
-        others = {} if alone else {n: e for n, e in state.entries.items() if n != key}
-        size = _row.size({**others, key: (text, None)})
+        size = (
+            _row.byte_length(key) + _row.byte_length(text)
+            if alone
+            else state.size(limit, key, text)
+        )
         if size > limit:
             raise SessionTooLargeError(
                 f"Storing session key {key!r} would make the session {size} bytes, more "
@@ -277,6 +276,7 @@ class Session(MutableMapping[str, Any]):
         state.entries.clear()
         state.original.clear()
         state.values.clear()
+        state.forget_loaded()
         state.changed.clear()
         state.deleted.clear()
         state.reseal.clear()

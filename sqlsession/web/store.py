@@ -17,6 +17,12 @@ and none for an unchanged session, except that with ``idle_timeout`` one refresh
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
 ``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+
+JSON per request, on a `SupportsJSONText` driver: the row is read as text and decoded once
+(`_row.parse_text`), and the app is handed the values of that decode; a value is encoded
+once, at assignment, and what is written (``set_text``, ``merge_existing_text``) is put
+together from those texts (`_row.build_text`, `_row.changes_text`). Other drivers take and
+return values, as they always did.
 """
 
 from __future__ import annotations
@@ -27,12 +33,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _validate
-from ..driver import SessionDriver, SupportsExpiry, SupportsMerge, SupportsMergeExisting
+from .. import _codec, _validate
+from ..driver import (
+    SessionDriver,
+    SupportsExpiry,
+    SupportsJSONText,
+    SupportsMerge,
+    SupportsMergeExisting,
+)
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _row
-from ._crypto import Cipher, DecryptionError, Sealed, associated_data
-from ._row import Entry
+from ._crypto import Cipher, Sealed, associated_data
+from ._row import Slot
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .session import Clock, Session, state_of
 
@@ -132,6 +144,8 @@ class SessionStore:
         self._expiry = isinstance(driver, SupportsExpiry)
         self._merge = driver if isinstance(driver, SupportsMerge) else None
         self._merge_existing = driver if isinstance(driver, SupportsMergeExisting) else None
+        # With JSON text, a request decodes its row once and encodes each value once.
+        self._text = driver if isinstance(driver, SupportsJSONText) else None
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
@@ -165,7 +179,7 @@ class SessionStore:
             key = _ids.storage_key(session_id)
             label = _ids.log_label(session_id)
             try:
-                raw = await self.driver.get_item(key)
+                found, row = await self._read(key)
             except CorruptValueError:
                 # The driver found the item but could not decode it (bad or too deeply
                 # nested JSON text): a 500 would repeat on every request with this cookie.
@@ -179,9 +193,8 @@ class SessionStore:
                 logger.warning("Session %s cannot be decoded; starting a new one.", label)
                 state.discard.add(key)
                 continue
-            if raw is None:
+            if not found:
                 continue
-            row = _row.parse(raw)
             if row is None:
                 logger.warning(
                     "Session %s holds data sqlsession cannot read; starting a new one.", label
@@ -207,7 +220,22 @@ class SessionStore:
             break
         return session
 
-    def _openable(self, row: _row.Row) -> bool:
+    async def _read(self, key: str) -> tuple[bool, _row.Row | _row.LoadedRow | None]:
+        """Whether an item is stored under `key`, and its row (None when it is not ours).
+
+        Raises:
+            CorruptValueError: the stored text cannot be decoded.
+        """
+        if self._text is not None:
+            text = await self._text.get_text(key)
+            if text is None:
+                return False, None
+            # The request's one decode of its row: values are not encoded again.
+            return True, _row.parse_text(text, _codec.decode(text, key))
+        raw = await self.driver.get_item(key)
+        return raw is not None, None if raw is None else _row.parse(raw)
+
+    def _openable(self, row: _row.Row | _row.LoadedRow) -> bool:
         # Only the key ids are checked here; a value altered in the table is found when
         # the app reads it (it is decrypted then), and ends the session then.
         cipher = self._cipher
@@ -227,7 +255,7 @@ class SessionStore:
 
         return seal
 
-    def _alive(self, row: _row.Row) -> bool:
+    def _alive(self, row: _row.Row | _row.LoadedRow) -> bool:
         # The driver's row ttl usually hides expired sessions already; this check makes
         # the lifetime exact for drivers without expiry and after a config change.
         now = self._now_ms()
@@ -305,7 +333,7 @@ class SessionStore:
         return change
 
     def _check_size(self, state: SessionState) -> None:
-        size = _row.size(state.entries)
+        size = state.size(self.max_size)
         if self.max_size is not None and size > self.max_size:
             raise SessionTooLargeError(
                 f"The session grew to {size} bytes through changes made in place, more than "
@@ -351,18 +379,23 @@ class SessionStore:
         key = _ids.storage_key(state.id)
         # Values sealed for the old row do not open under the new id: re-encrypt them.
         _unseal_all(state, now_entries)
-        row = _row.build(created, now, state.user, now_entries, self._sealer(key))
-        await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
+        seal = self._sealer(key)
+        if self._text is not None:
+            text = _row.build_text(created, now, state.user, now_entries, state.loaded, seal)
+            await self._text.set_text(key, text, **self._ttl_kwargs(ttl))
+        else:
+            row = _row.build(created, now, state.user, now_entries, state.loaded, seal)
+            await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
         return CookieChange(state.id, ttl)
 
     async def _update(
-        self, state: SessionState, now: int, now_entries: dict[str, Entry]
+        self, state: SessionState, now: int, now_entries: dict[str, Slot]
     ) -> CookieChange | None:
         assert state.stored_id is not None
         assert state.created_ms is not None
         changed = {
-            n for n in state.changed if n in now_entries and now_entries[n] != _stored(state, n)
+            n for n in state.changed if n in now_entries and state.differs(n, now_entries[n])
         }
         deleted = {n for n in state.deleted if n in state.original}
         # Expired keys are not deleted here: readers skip them anyway, and deleting them
@@ -383,8 +416,19 @@ class SessionStore:
             return None
         writes = {n: now_entries[n] for n in changed}
         if state.reseal:
-            writes.update(_resealed(state, now_entries, writes.keys() | deleted))
-        changes, removals = _row.changes(now, writes, deleted, self._sealer(key))
+            writes.update(_resealed(state, now_entries, changed | deleted))
+        seal = self._sealer(key)
+        if self._text is not None:
+            texts, removals = _row.changes_text(now, writes, deleted, seal)
+            live = await self._text.merge_existing_text(
+                key, set=texts, delete=removals, **self._ttl_kwargs(ttl)
+            )
+            if not live:
+                # Ended by another request meanwhile (see below).
+                return None
+            state.updated(now, now_entries)
+            return None if self.idle_timeout is None else CookieChange(state.stored_id, ttl)
+        changes, removals = _row.changes(now, writes, deleted, seal)
         if self._merge_existing is not None:
             stored = await self._merge_existing.merge_existing(
                 key, set=changes, delete=removals, **self._ttl_kwargs(ttl)
@@ -412,22 +456,7 @@ class SessionStore:
         return CookieChange(state.stored_id, ttl)
 
 
-def _stored(state: SessionState, name: str) -> Entry | None:
-    """The entry `name` as loaded, decrypted if it is sealed (and opens)."""
-    entry = state.original.get(name)
-    cipher = state.policy.cipher
-    if entry is None or type(entry[0]) is not Sealed or cipher is None:
-        return entry
-    assert state.stored_id is not None  # only a loaded row has sealed values
-    aad = associated_data(_ids.storage_key(state.stored_id), name)
-    try:
-        # A key assigned without being read: decrypting beats writing the same value.
-        return (cipher.open(entry[0], aad), entry[1])
-    except DecryptionError:
-        return entry
-
-
-def _unseal_all(state: SessionState, entries: dict[str, Entry]) -> None:
+def _unseal_all(state: SessionState, entries: dict[str, Slot]) -> None:
     """Decrypt the sealed values among `entries` (drop, with a warning, those no key opens)."""
     for name, (text, _) in list(entries.items()):
         if type(text) is not Sealed:
@@ -444,20 +473,24 @@ def _unseal_all(state: SessionState, entries: dict[str, Entry]) -> None:
             entries[name] = state.entries[name]
 
 
-def _resealed(state: SessionState, entries: dict[str, Entry], skip: set[str]) -> dict[str, Entry]:
+def _resealed(state: SessionState, entries: dict[str, Slot], skip: set[str]) -> dict[str, Slot]:
     """The unchanged entries to rewrite with the first key, as this write goes out anyway.
 
     Rows stored before encryption was switched on (or with an older key) end up encrypted
     with the current key once their session is next written.
     """
-    found: dict[str, Entry] = {}
+    found: dict[str, Slot] = {}
     for name in sorted(state.reseal):
         if name in skip or name not in entries:
             continue
-        if type(entries[name][0]) is Sealed:
+        text, expires = entries[name]
+        if type(text) is Sealed:
             if state.unseal(name) is None:
                 continue  # left as it is; reading it ends the session
             entries[name] = state.entries[name]
+        elif text is None:
+            # Decoded with the row and never encoded since: encoded now, to be encrypted.
+            entries[name] = (_codec.encode_trusted(state.loaded[name]), expires)
         found[name] = entries[name]
     return found
 
