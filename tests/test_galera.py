@@ -233,6 +233,31 @@ async def test_same_key_writes_from_two_nodes_never_raise(
         assert (await first.get_item(f"hot{i}"))["by"] in ("a", "b")
 
 
+async def test_one_statement_merges_from_two_nodes_into_one_session_all_persist(
+    on_node: Any, galera: GaleraCluster, retries: RetryCount
+) -> None:
+    # merge_existing_text is one autocommit UPDATE: with Galera's own retry of those off,
+    # the certification failures between the nodes reach the driver, which runs the
+    # statement again; no member of either side may be lost.
+    for node in (1, 2):
+        galera.execute(node, "SET GLOBAL wsrep_retry_autocommit = 0")
+    try:
+        first, second = on_node(1, pool_size=4), on_node(2, pool_size=4)
+        await first.set_item("shared", {"start": True}, ttl=None)
+
+        async def merge(driver: SQLDriver, tag: str) -> None:
+            for i in range(40):
+                assert await driver.merge_existing_text("shared", {f"{tag}{i}": str(i)})
+
+        tags = [(first, "a"), (second, "b"), (first, "c"), (second, "d")]
+        await asyncio.gather(*(merge(driver, tag) for driver, tag in tags))
+    finally:
+        for node in (1, 2):
+            galera.execute(node, "SET GLOBAL wsrep_retry_autocommit = 1")
+    stored = await on_node(3, read_your_writes=True).get_item("shared")
+    assert stored == {"start": True, **{f"{t}{i}": i for _, t in tags for i in range(40)}}
+
+
 async def test_cleanup_never_deletes_a_session_refreshed_on_another_node(
     on_node: Any, clock: FakeClock
 ) -> None:

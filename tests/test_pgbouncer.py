@@ -64,6 +64,8 @@ async def workload(driver: SQLDriver, task: int, rounds: int) -> None:
         assert await driver.get_expiry(key) is not None
         merged = await driver.merge_item(key, {"seen": True}, ["n"])
         assert merged == {"task": task, "seen": True}
+        assert await driver.merge_existing_text(key, {"t": "[1]"}, ["seen"])
+        assert await driver.get_item(key) == {"task": task, "t": [1]}
         assert key in await driver.get_keys(f"k{task}:")
         assert (await driver.stats(f"k{task}:"))["live"] >= 1
         await driver.remove_item(key)
@@ -161,6 +163,48 @@ async def test_merge_item_across_two_processes_behind_pgbouncer(pooled: Pooled, 
     async with SQLDriver(pooled.direct, table=table) as driver:
         stored = await driver.get_item("shared")
     assert stored == {f"{name}{n}": n for name in "ab" for n in range(40)}
+
+
+TEXT_MERGER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from sqlsession.drivers.sql import SQLDriver
+
+    async def main(url, table, name):
+        async with SQLDriver(url, table=table) as driver:
+            for n in range(40):
+                assert await driver.merge_existing_text("shared", {f"{name}{n}": str(n)})
+
+    asyncio.run(main(*sys.argv[1:]))
+    """
+)
+
+
+async def test_one_statement_merges_across_two_processes_behind_pgbouncer(
+    pooled: Pooled, table: str
+) -> None:
+    async with SQLDriver(pooled.direct, table=table) as driver:
+        await driver.set_item("shared", {"start": True})
+
+    async def merger(name: str) -> tuple[int, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            TEXT_MERGER,
+            pooled.pooled,
+            table,
+            name,
+            stderr=subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+        return process.returncode or 0, err
+
+    results = await asyncio.gather(merger("a"), merger("b"))
+    assert [code for code, _ in results] == [0, 0], results
+    assert not [err for _, err in results if b"Traceback" in err or b"Error" in err]
+    async with SQLDriver(pooled.direct, table=table) as driver:
+        stored = await driver.get_item("shared")
+    assert stored == {"start": True, **{f"{name}{n}": n for name in "ab" for n in range(40)}}
 
 
 async def test_two_cleanup_runners_behind_pgbouncer_leave_no_lock(

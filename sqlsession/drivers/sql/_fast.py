@@ -90,6 +90,14 @@ class FastPath:
         count: int = await self._run(name, params, fetch="count")
         return count
 
+    async def run_sql(self, sql: str, args: list[Any], fetch: Fetch) -> Any:
+        """Run the SQL text `sql` (in the driver's own parameter style) with `args`.
+
+        For statements whose text is built per call (`dialects._merge`), with the same
+        retries as the named ones.
+        """
+        return await self._run_text(sql, args, fetch)
+
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         raise NotImplementedError
 
@@ -104,6 +112,9 @@ class FastPath:
     async def _run(self, name: str, params: Mapping[str, Any], *, fetch: Fetch) -> Any:
         sql, names, fixed = self._statements[name]
         args = [params[n] if n in params else fixed[n] for n in names]
+        return await self._run_text(sql, args, fetch)
+
+    async def _run_text(self, sql: str, args: list[Any], fetch: Fetch) -> Any:
         # Each operation here is idempotent, so a connection the server dropped (a
         # restart, an idle timeout) costs one retry on a fresh connection rather than
         # a ping before every operation. A statement a conflict rolled back (a deadlock, a

@@ -1,7 +1,10 @@
 """The SQL driver: JSON session values in one keyed table, on any database with a dialect.
 
-Every operation is one statement on an autocommit connection, except `merge_item`, a
-short transaction that locks the row it changes, and, on MySQL/MariaDB only,
+Every operation is one statement on an autocommit connection (`merge_existing` and
+`merge_item` one that merges in the database, `dialects._merge`), except the general
+path of the merges, a short transaction that locks the row it changes (on MySQL/MariaDB
+for `merge_item` and `merge_existing`, elsewhere only for what the one statement cannot
+decide), and, on MySQL/MariaDB only,
 `get_entry(renew=...)` (a short transaction: no ``UPDATE ... RETURNING`` there) and
 `add_item` on a key that exists (an INSERT, then an UPDATE of an expired row). Expiry
 is filtered in SQL, so an expired row is never returned, counted or listed, whether or
@@ -62,6 +65,7 @@ from .._base import (
     from_ms,
     prepare_merge,
 )
+from .._merge_args import member_texts, text_merge_args
 from . import _errors
 from ._fast import give_way, pool_drained
 from ._retry import CONFLICT_RETRIES, pause_after_conflict
@@ -205,6 +209,7 @@ class SQLDriver(ExpiryMixin):
         if self._add is not None:
             fast["add"] = self._add
         self._fast = self._dialect.fast_path(self.engine, fast)
+        self._merge_statement = None if self._fast is None else self._dialect.merge_statement()
         # What an operation may raise that is mapped to our errors: SQLAlchemy's, and
         # the database driver's own, which the fast path and SQLAlchemy 2.0's connect
         # let through.
@@ -527,7 +532,9 @@ class SQLDriver(ExpiryMixin):
         """Apply `set` and `delete` to the dict stored under `key` in one atomic step.
 
         The row is locked while it is changed, so two processes changing different keys
-        of one value both win. An absent or expired item starts from an empty dict.
+        of one value both win. An absent or expired item starts from an empty dict. One
+        upsert on PostgreSQL and SQLite that merges in the database (`dialects._merge`);
+        a short locked transaction on MariaDB/MySQL.
 
         Args:
             key: the session key.
@@ -542,7 +549,16 @@ class SQLDriver(ExpiryMixin):
             ValueNotSerializableError: the stored value is not a dict, or `set` is not
                 JSON; nothing is written.
         """
-        merged = await self._merge(key, set, delete, ttl, create=True)
+        if not self._merges_returning():
+            merged = await self._merge(key, set, delete, ttl, create=True)
+        else:
+            texts, removals = member_texts(key, set, delete)
+            exp = self._expires_at(ttl)
+            row = await self._merge_in_one(key, texts, removals, exp, returning=True, create=True)
+            if isinstance(row, str):
+                stored: dict[str, Any] = _codec.decode(row, key)
+                return stored
+            merged = await self._merge(key, set, removals, ttl, create=True)
         assert merged is not None  # an absent item starts from {}
         return merged
 
@@ -557,7 +573,9 @@ class SQLDriver(ExpiryMixin):
         """`merge_item` for an item that must already exist: an absent one stays absent.
 
         For refreshing something another process may have removed meanwhile (a session
-        ended by a sign-out): the removal wins, and nothing is written.
+        ended by a sign-out): the removal wins, and nothing is written. One UPDATE on
+        PostgreSQL and SQLite (see `merge_existing_text`); the locked merge on MariaDB,
+        whose UPDATE cannot return the dict it wrote.
 
         Returns:
             The dict now stored, or None when there was no live item `key`.
@@ -565,7 +583,75 @@ class SQLDriver(ExpiryMixin):
         Raises:
             ValueNotSerializableError: as for `merge_item`.
         """
-        return await self._merge(key, set, delete, ttl, create=False)
+        if not self._merges_returning():
+            return await self._merge(key, set, delete, ttl, create=False)
+        texts, removals = member_texts(key, set, delete)
+        exp = self._expires_at(ttl)
+        row = await self._merge_in_one(key, texts, removals, exp, returning=True)
+        if isinstance(row, str):
+            merged: dict[str, Any] = _codec.decode(row, key)
+            return merged
+        if row is False:
+            return None
+        return await self._merge(key, set, removals, ttl, create=False)
+
+    def _merges_returning(self) -> bool:
+        """Whether the one-statement merge can return the dict it wrote here."""
+        return self._merge_statement is not None and self._merge_statement.returns_rows
+
+    async def _merge_in_one(
+        self,
+        key: str,
+        texts: dict[str, str],
+        removals: list[str],
+        exp: int | None,
+        *,
+        returning: bool,
+        create: bool = False,
+    ) -> str | bool | None:
+        """`merge_existing` as one UPDATE on the fast path (`dialects._merge`); with
+        `create` (and `returning`), `merge_item` as one upsert.
+
+        Returns:
+            True (or with `returning`, the merged JSON text) when it merged; False when
+            there is no live item `key`; None when the general merge must decide (no
+            one-statement merge here, or the stored value is not a dict the database
+            can merge into, or a text the database refused): that merge raises the
+            precise error, or merges an item that became a dict meanwhile.
+        """
+        built = None
+        if self._merge_statement is not None:
+            now = self._now_ms()
+            built = self._merge_statement.build(
+                key, texts, removals, exp, now, returning=returning, create=create
+            )
+        if built is None or self._fast is None:
+            return None
+        fast = self._fast
+        fetch: Literal["row", "count"] = "row" if returning else "count"
+
+        async def run(sql: str, args: list[Any]) -> Any:
+            try:
+                return await fast.run_sql(sql, args, fetch)
+            except fast.errors as exc:
+                if self._dialect.refuses_json(exc):
+                    return _REFUSED
+                raise
+
+        result = await self._run_fast(run, *built, write=True)
+        if result is _REFUSED:
+            return None  # the general merge names the problem
+        if returning and result is not None:
+            return str(result[0])
+        if not returning and result:
+            return True
+        if create:
+            return None  # a live value that is not a dict: the locked merge refuses it
+        # No row changed: absent or expired (the common case, one more read), or a value
+        # the statement cannot merge into, which the general merge then refuses.
+        if await self.get_text(key) is None:
+            return False
+        return None
 
     async def _merge(
         self,
@@ -614,9 +700,27 @@ class SQLDriver(ExpiryMixin):
         *,
         ttl: Any = DEFAULT,
     ) -> bool:
-        """`merge_existing` with each value in `set` as JSON text; whether the item was live."""
-        values = {n: _codec.decode(check_text(key, t), key) for n, t in (set or {}).items()}
-        return await self._merge(key, values, delete, ttl, create=False) is not None
+        """`merge_existing` with each value in `set` as JSON text; whether the item was live.
+
+        One UPDATE on the fast path that applies the changes to the stored JSON in the
+        database (`dialects._merge`): one round trip on PostgreSQL and MariaDB, one
+        thread trip on SQLite. The texts are not decoded here; the database parses them.
+        Member names with a quote, a backslash or a control character (SQLite, MariaDB),
+        a stored value the statement cannot merge into, or an engine without the fast
+        path take the locked merge, with the same outcome.
+
+        Raises:
+            ValueNotSerializableError: a text is not a str, or the stored value is not
+                a dict; nothing is written.
+            CorruptValueError: a text (or the stored value) is not JSON.
+        """
+        texts, removals = text_merge_args(key, set, delete)
+        exp = self._expires_at(ttl)
+        merged = await self._merge_in_one(key, texts, removals, exp, returning=False)
+        if merged is not None:
+            return bool(merged)
+        values = {name: _codec.decode(text, key) for name, text in texts.items()}
+        return await self._merge(key, values, removals, ttl, create=False) is not None
 
     async def cleanup(self, prefix: str = "") -> int:
         """Delete expired rows in batches, so no statement holds locks for long.
@@ -736,7 +840,7 @@ class SQLDriver(ExpiryMixin):
 
     async def _run_fast(
         self,
-        method: Callable[[str, dict[str, Any]], Awaitable[T]],
+        method: Callable[[str, Any], Awaitable[T]],
         name: str,
         params: Any,
         *,
@@ -749,7 +853,7 @@ class SQLDriver(ExpiryMixin):
             return await self._run_fast_now(method, name, params)
 
     async def _run_fast_now(
-        self, method: Callable[[str, dict[str, Any]], Awaitable[T]], name: str, params: Any
+        self, method: Callable[[str, Any], Awaitable[T]], name: str, params: Any
     ) -> T:
         for attempt in (1, 2):
             try:
@@ -974,6 +1078,8 @@ class SQLDriver(ExpiryMixin):
         return error
 
 
+# What a merge statement the database refused (its JSON) returns.
+_REFUSED = object()
 # The write slots of a database that takes any number of writers at once.
 _ANY_TIME: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 

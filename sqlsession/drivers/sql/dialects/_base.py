@@ -44,6 +44,7 @@ from ....errors import ConfigError
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
     from .._fast import FastPath
+    from ._merge import MergeStatement
 
 __all__ = [
     "SECRECY",
@@ -379,6 +380,17 @@ class SQLDialect:
     ) -> FastPath | None:
         """The raw-driver runner for single-row statements (None: SQLAlchemy's path)."""
         return None
+
+    def merge_statement(self) -> MergeStatement | None:
+        """The one-UPDATE merge the fast path runs for ``merge_existing`` (see
+        `dialects._merge`); None: every merge takes `locked_row`."""
+        return None
+
+    @classmethod
+    def refuses_json(cls, error: BaseException) -> bool:
+        """Whether the database driver's `error` is a merge statement refusing JSON (a
+        stored value or a new text it cannot read), which the general merge then names."""
+        return False
 
     # -- errors --------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from ._base import (
     undo_quietly,
 )
 from ._lease import LeaseLock
+from ._merge import MergeStatement, MySQLMerge
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -93,6 +94,10 @@ _CONFLICT = 1213
 _LOCK_TIMEOUT = 1205
 _ALREADY_EXISTS = 1050
 _DUPLICATE_KEY = 1062
+# A merge statement's JSON refused: MariaDB's JSON warnings (invalid text, 32 deep),
+# which strict mode makes errors in an UPDATE; a NULL for the NOT NULL value; MySQL's
+# invalid JSON text, path, type and depth errors.
+_JSON_REFUSED = frozenset({*range(4036, 4050), 1048, 3140, 3141, 3143, 3146, 3157})
 # How long a migration waits for another one of the same table, and how long a
 # migration's lock outlives a migrator that died holding it.
 _MIGRATION_LOCK_WAIT_S = 600
@@ -132,6 +137,7 @@ class Dialect(SQLDialect):
             select(c.value, c.expires_at).where(c.key == key_param("k")).with_for_update()
         )
         name = mysql.dialect().identifier_preparer.format_table(table)
+        self._merge = MySQLMerge(name)
         # No ORDER BY: the expires_at index hands the expired rows over in its own order.
         self._cleanup = text(f"DELETE FROM {name} WHERE expires_at <= :now LIMIT :batch")
         self._cleanup_from = text(
@@ -307,6 +313,13 @@ class Dialect(SQLDialect):
         self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
     ) -> FastPath | None:
         return _AsyncmyFastPath(engine, statements) if engine.dialect.driver == "asyncmy" else None
+
+    def merge_statement(self) -> MergeStatement | None:
+        return self._merge
+
+    @classmethod
+    def refuses_json(cls, error: BaseException) -> bool:
+        return _errno(error) in _JSON_REFUSED
 
     @classmethod
     def driver_errors(cls) -> tuple[type[BaseException], ...]:

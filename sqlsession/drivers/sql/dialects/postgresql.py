@@ -46,6 +46,7 @@ from ._base import (
     lock_id,
     undo_quietly,
 )
+from ._merge import MergeStatement, PostgresMerge
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -370,6 +371,15 @@ class Dialect(OnConflictDialect):
         if engine.dialect.driver != "asyncpg":
             return None
         return _AsyncpgFastPath(engine, statements, _PREPARING.get(engine.sync_engine))
+
+    def merge_statement(self) -> MergeStatement | None:
+        return PostgresMerge(self._qualified_name)
+
+    @classmethod
+    def refuses_json(cls, error: BaseException) -> bool:
+        # Class 22, data exception: invalid JSON text (22P02), a \u0000 a text cannot
+        # hold (22P05), a NUL byte (22021).
+        return str(getattr(error, "sqlstate", None) or "").startswith("22")
 
     @classmethod
     def driver_errors(cls) -> tuple[type[BaseException], ...]:

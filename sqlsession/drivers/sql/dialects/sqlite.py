@@ -38,6 +38,7 @@ from ._base import (
     then,
     undo_quietly,
 )
+from ._merge import MergeStatement, SQLiteMerge
 
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
@@ -115,6 +116,7 @@ class Dialect(OnConflictDialect):
         self._autocheckpoint = text("PRAGMA wal_autocheckpoint")
         self._autocheckpoint_off = text("PRAGMA wal_autocheckpoint = 0")
         self._checkpoint = text("PRAGMA wal_checkpoint(PASSIVE)")
+        self._merge = SQLiteMerge(sqlite.dialect().identifier_preparer.format_table(table))
 
     def _cleanup_batch(self, *conditions: ColumnElement[bool]) -> Any:
         expired = self.table.c.expires_at <= bindparam("now")
@@ -233,6 +235,16 @@ class Dialect(OnConflictDialect):
     ) -> FastPath | None:
         return (
             _AiosqliteFastPath(engine, statements) if engine.dialect.driver == "aiosqlite" else None
+        )
+
+    def merge_statement(self) -> MergeStatement | None:
+        return self._merge
+
+    @classmethod
+    def refuses_json(cls, error: BaseException) -> bool:
+        lowered = str(error).lower()
+        return isinstance(error, sqlite3.Error) and (
+            "malformed json" in lowered or "json path error" in lowered
         )
 
     @classmethod
