@@ -323,6 +323,23 @@ async def test_max_size_counts_the_json_not_the_larger_ciphertext(
         (await reopen(store, sid))["v"] = fits + "y"
 
 
+async def test_flash_messages_and_the_csrf_token_are_encrypted_too(
+    driver: Any, clock: FakeClock, backend: str, request: pytest.FixtureRequest
+) -> None:
+    store = SessionStore(driver, encryption_keys=[KEY1], clock=clock)
+    session = await store.load([])
+    session.flash(SECRET)
+    token = session.csrf_token()
+    change = await store.commit(session)
+    assert change is not None
+    assert change.session_id is not None
+    raw = await raw_table(backend, driver, request)
+    assert SECRET not in raw
+    session = await reopen(store, change.session_id)
+    assert session.check_csrf_token(token)
+    assert [flash.message for flash in session.pop_flashes()] == [SECRET]
+
+
 # -- keys ---------------------------------------------------------------------------------
 
 

@@ -13,7 +13,9 @@ and `Session.modified`. Nothing here imports a web framework.
 """
 
 from ._crypto import generate_encryption_key
+from ._flash import Flash
 from .asgi import SessionMiddleware, get_session
+from .csrf import CSRFMiddleware
 from .session import Clock, Session
 from .store import (
     DEFAULT_MAX_AGE,
@@ -26,8 +28,10 @@ from .store import (
 __all__ = [
     "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_SIZE",
+    "CSRFMiddleware",
     "Clock",
     "CookieChange",
+    "Flash",
     "Session",
     "SessionMiddleware",
     "SessionStore",

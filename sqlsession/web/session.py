@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from .. import _validate
+from .. import _codec, _validate
 from ..errors import SessionError, SessionTooLargeError
-from . import _ids, _row
+from . import _csrf, _flash, _ids, _reserved, _row
 from ._crypto import Sealed
+from ._flash import Flash
 from ._row import Slot
 from ._state import SessionState
 
@@ -88,7 +89,7 @@ class Session(MutableMapping[str, Any]):
         return entry
 
     def __getitem__(self, key: str) -> Any:
-        entry = self._live(key)
+        entry = None if _reserved.is_reserved(key) else self._live(key)
         if entry is None:
             raise KeyError(key)
         if type(entry[0]) is Sealed:
@@ -114,6 +115,8 @@ class Session(MutableMapping[str, Any]):
         self.set(key, value)
 
     def __delitem__(self, key: str) -> None:
+        if _reserved.is_reserved(key):
+            raise _reserved.refuse(key)
         if self._live(key) is None:
             raise KeyError(key)
         self._forget(key)
@@ -129,15 +132,22 @@ class Session(MutableMapping[str, Any]):
         state.modified = True
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._live(key) is not None
+        return (
+            isinstance(key, str) and not _reserved.is_reserved(key) and self._live(key) is not None
+        )
 
     def __iter__(self) -> Iterator[str]:
         self._state.accessed = True
         return iter(self._names())
 
     def _names(self) -> list[str]:
+        # sqlsession's own keys (flash messages, the CSRF token) are not the app's.
         now = self._now_ms()
-        return [n for n, (_, exp) in self._state.entries.items() if exp is None or exp > now]
+        return [
+            n
+            for n, (_, exp) in self._state.entries.items()
+            if (exp is None or exp > now) and not _reserved.is_reserved(n)
+        ]
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -187,7 +197,8 @@ class Session(MutableMapping[str, Any]):
 
         Raises:
             TypeError: `key` is not a str.
-            InvalidKeyError: `key` holds a lone surrogate (it cannot be stored).
+            InvalidKeyError: `key` holds a lone surrogate (it cannot be stored), or
+                starts with ``"sqlsession."`` (kept for flash messages and the CSRF token).
             ValueNotSerializableError: `value` is not JSON.
             InvalidTTLError: `ttl` is not None or at least 0.001 seconds.
             SessionTooLargeError: the session would grow past the store's ``max_size``;
@@ -196,6 +207,8 @@ class Session(MutableMapping[str, Any]):
         if type(key) is not str:
             raise TypeError(f"Session keys must be str, got {type(key).__name__}: {key!r}.")
         _row.check_name(key)
+        if _reserved.is_reserved(key):
+            raise _reserved.refuse(key)
         state = self._state
         state.accessed = True
         seconds = _validate.check_ttl(ttl)
@@ -237,6 +250,110 @@ class Session(MutableMapping[str, Any]):
                 f"than its max_size of {limit}: store less (or raise max_size)."
             )
 
+    # -- sqlsession's own keys (flash messages, the CSRF token) ------------------------
+
+    def _get_reserved(self, name: str) -> Any:
+        """The value of the reserved key `name` (None when absent), not to be changed in place.
+
+        Read without `SessionState.value`, which would encode a mutable value to watch
+        it for changes: the callers never change it, they replace it (`_put_reserved`).
+        """
+        entry = self._live(name)
+        if entry is None:
+            return None
+        text = entry[0]
+        if type(text) is Sealed:
+            try:
+                text = self._unseal(name)
+            except KeyError:
+                return None  # no key opens it: the session was replaced by a new one
+        return self._state.loaded[name] if text is None else _codec.decode(text)
+
+    def _put_reserved(self, name: str, value: Any) -> None:
+        """Store `value` under the reserved key `name`, as `set` stores an app's key."""
+        text = _row.encode_value(name, value)
+        self._check_size(name, text, alone=False)
+        state = self._state
+        state.entries[name] = (text, None)
+        # Stored as encoded now: no object of it is handed out to be changed in place.
+        state.values.pop(name, None)
+        state.loaded.pop(name, None)
+        state.deleted.discard(name)
+        state.changed.add(name)
+        state.modified = True
+        if state.id is None:
+            state.id = _ids.new_id()
+
+    def _drop_reserved(self, name: str) -> None:
+        if name in self._state.entries:
+            self._forget(name)
+
+    def flash(self, message: Any, category: str = "info") -> None:
+        """Keep `message` for the next page the visitor sees, until `pop_flashes` reads it.
+
+        Flash messages live in the session's row (no storage round trip of their own)
+        under the reserved key ``"sqlsession.flashes"``, hidden from the mapping. They
+        stay until read, however many requests that takes (a redirect after a POST, a
+        page that shows none), or until the session ends; `clear` removes them.
+
+        Args:
+            message: a JSON value (usually a str).
+            category: a label for the template (``"info"``, ``"error"``, ...).
+
+        Raises:
+            TypeError: `category` is not a str.
+            ValueNotSerializableError: `message` is not JSON.
+            SessionTooLargeError: the session would grow past ``max_size``; nothing was
+                changed.
+        """
+        _flash.add(self, message, category)
+
+    def pop_flashes(self, category: str | None = None) -> list[Flash]:
+        """Return the flash messages in the order they were flashed, and remove them.
+
+        A session without any writes nothing. With `category`, only the messages of that
+        category are returned and removed; the others stay for a later call.
+
+        Args:
+            category: only this category (None: all).
+
+        Returns:
+            `Flash` tuples ``(message, category)``, oldest first.
+
+        Raises:
+            TypeError: `category` is not None or a str.
+        """
+        return _flash.pop(self, category)
+
+    def csrf_token(self) -> str:
+        """A CSRF token for this session, to put in a form field or a request header.
+
+        The session's secret is 256 random bits kept in its row (reserved key
+        ``"sqlsession.csrf"``, hidden from the mapping), made on first use: a session
+        without one gets it, and an id, with this call. Each call returns the secret
+        masked with a new random pad, so the text differs every time (no page leaks it
+        through compression, BREACH) while every one of them passes `check_csrf_token`.
+        The secret is replaced whenever the id is (`regenerate`, `bind_user` and an
+        ``identity_key`` sign-in, `clear`, `destroy`), which voids the tokens handed out.
+
+        Returns:
+            The token: 86 characters of URL-safe base64.
+        """
+        return _csrf.token(self)
+
+    def check_csrf_token(self, token: object) -> bool:
+        """Whether `token` came from this session's `csrf_token`, compared in constant time.
+
+        Never makes a secret: a session without one matches nothing.
+
+        Args:
+            token: what the request sent (a str; anything else, None included, fails).
+
+        Returns:
+            True when it matches.
+        """
+        return _csrf.check(self, token)
+
     # -- the session's identity ---------------------------------------------------------
 
     @property
@@ -259,6 +376,8 @@ class Session(MutableMapping[str, Any]):
         state = self._state
         state.regenerated = state.modified = True
         state.id = _ids.new_id()
+        # A CSRF token an attacker may have seen with the old id stops working too.
+        self._drop_reserved(_reserved.CSRF)
 
     def destroy(self) -> None:
         """End the session: its row is removed and the cookie expired at commit.

@@ -42,7 +42,7 @@ from ..driver import (
     SupportsMergeExisting,
 )
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
-from . import _ids, _row
+from . import _ids, _reserved, _row
 from ._crypto import Cipher, Sealed, associated_data
 from ._row import Slot
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
@@ -544,6 +544,11 @@ def _check_max_size(value: object) -> int:
 def _check_identity_key(value: object) -> str | None:
     if value is not None and (type(value) is not str or not value):
         raise ConfigError(f"identity_key must be a non-empty str or None, got {value!r}.")
+    if _reserved.is_reserved(value):
+        raise ConfigError(
+            f"identity_key {value!r} starts with {_reserved.PREFIX!r}, which sqlsession keeps "
+            "for its own keys: name it otherwise (for example 'user')."
+        )
     return value
 
 
