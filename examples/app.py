@@ -1,4 +1,4 @@
-"""A Starlette app with server-side sessions: sign in, a counter, a cart, sign out everywhere.
+"""A Starlette app with server-side sessions: sign in, a counter, a cart, your devices.
 
 Run it from a clone (it stores sessions in ``sqlsession.db`` in the working directory, or
 wherever ``SQLSESSION_URL`` points)::
@@ -25,8 +25,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from sqlsession import SessionTooLargeError, session_drivers
-from sqlsession.web import DEFAULT_MAX_AGE, Clock, SessionMiddleware, get_session
+from sqlsession import SessionError, SessionTooLargeError, session_drivers
+from sqlsession.web import (
+    DEFAULT_MAX_AGE,
+    Clock,
+    DeviceSession,
+    SessionMiddleware,
+    get_session,
+)
 
 # What one visitor may store: every field a form sends ends up in the session, so each
 # is capped here, and the session as a whole by the middleware's max_size.
@@ -55,6 +61,32 @@ async def session_too_large(request: Request, exc: Exception) -> Response:
     return too_large("That is more than this session can hold.")
 
 
+def device_item(device: DeviceSession) -> str:
+    seen = device.last_seen_at.strftime("%Y-%m-%d %H:%M UTC")
+    where = " · ".join(
+        html.escape(part) for part in (device.user_agent, device.client_address) if part
+    )
+    if device.current:
+        action = "<b>this device</b>"
+    else:
+        # The label names the session to its own user only: it is not a session id.
+        action = f"""<form class="end-device" method="post" action="/devices/end">
+          <input type="hidden" name="label" value="{html.escape(device.label)}">
+          <button>Sign out</button></form>"""
+    return f'<li data-label="{html.escape(device.label)}">{where or "?"} · {seen} {action}</li>'
+
+
+async def devices_panel(request: Request) -> str:
+    listed = await get_session(request).user_sessions()
+    items = "".join(device_item(device) for device in listed)
+    return f"""
+        <h2>Your devices</h2>
+        <ul id="devices">{items}</ul>
+        <form id="signout-others" method="post" action="/devices/signout-others">
+          <button>Sign out other devices</button>
+        </form>"""
+
+
 async def home(request: Request) -> Response:
     session = request.session  # exactly as with Starlette's own SessionMiddleware
     user = session.get("user")
@@ -63,7 +95,10 @@ async def home(request: Request) -> Response:
     if user is None:
         account = """
         <form id="signin" method="post" action="/signin">
-          <label>Name <input name="name" required></label> <button>Sign in</button>
+          <label>Name <input name="name" required></label>
+          <label><input type="checkbox" name="shared" value="1"> Shared computer: forget
+            me when the browser closes</label>
+          <button>Sign in</button>
         </form>"""
     else:
         account = f"""
@@ -71,7 +106,7 @@ async def home(request: Request) -> Response:
         <form id="signout" method="post" action="/signout"><button>Sign out</button></form>
         <form id="signout-everywhere" method="post" action="/signout-everywhere">
           <button>Sign out everywhere</button>
-        </form>"""
+        </form>{await devices_panel(request)}"""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sqlsession example</title></head>
 <body>
@@ -94,7 +129,8 @@ async def state(request: Request) -> Response:
 
 
 async def sign_in(request: Request) -> Response:
-    name = (await form(request)).get("name", "")
+    fields = await form(request)
+    name = fields.get("name", "")
     if not name:
         return HTMLResponse("A name is required.", status_code=400)
     if len(name) > MAX_FIELD:
@@ -103,6 +139,10 @@ async def sign_in(request: Request) -> Response:
     # bind_user also gives the session a new id: one planted before sign-in is worthless.
     session.bind_user(name)
     session["user"] = name
+    if fields.get("shared"):
+        # A cookie without Max-Age: the browser drops it when it closes. The session
+        # itself still ends at max_age (or idle_timeout) on the server.
+        session.set_max_age(0)
     return back_home()
 
 
@@ -136,6 +176,23 @@ async def sign_out_everywhere(request: Request) -> Response:
     return back_home()
 
 
+async def end_device(request: Request) -> Response:
+    session = get_session(request)
+    if "user" in session:
+        try:
+            await session.end_session((await form(request)).get("label", ""))
+        except SessionError:  # not a label, or this device's own (Sign out does that)
+            return HTMLResponse("That is not another device of this list.", status_code=400)
+    return back_home()
+
+
+async def sign_out_other_devices(request: Request) -> Response:
+    session = get_session(request)
+    if "user" in session:
+        await session.sign_out_other_devices()
+    return back_home()
+
+
 routes = [
     Route("/", home),
     Route("/state", state),
@@ -144,6 +201,8 @@ routes = [
     Route("/cart", add_to_cart, methods=["POST"]),
     Route("/signout", sign_out, methods=["POST"]),
     Route("/signout-everywhere", sign_out_everywhere, methods=["POST"]),
+    Route("/devices/end", end_device, methods=["POST"]),
+    Route("/devices/signout-others", sign_out_other_devices, methods=["POST"]),
 ]
 
 
@@ -155,6 +214,7 @@ def create_app(
     idle_timeout: float | None = 30 * 60,
     clock: Clock | None = None,
     middleware: Sequence[Middleware] = (),
+    record_client: bool = True,
 ) -> Starlette:
     """Build the example app.
 
@@ -168,6 +228,7 @@ def create_app(
         clock: seconds since the epoch, for tests that move time.
         middleware: more middleware, run inside the session middleware (it can use the
             session).
+        record_client: show each device's browser and network in "Your devices".
 
     Returns:
         The Starlette app.
@@ -179,6 +240,7 @@ def create_app(
         max_age=max_age,
         idle_timeout=idle_timeout,
         max_size=MAX_SESSION_BYTES,
+        record_client=record_client,
         clock=clock,
     )
     return Starlette(

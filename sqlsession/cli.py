@@ -300,19 +300,18 @@ def _no_session(args: argparse.Namespace) -> None:
 def _cmd_list(args: argparse.Namespace) -> int:
     from .web import _inspect
 
+    if args.user is not None:
+        return _list_user(args)
     listing = _with_driver(
         args,
-        lambda driver: _inspect.list_sessions(
-            driver, user=args.user, limit=args.limit, now_ms=_now_ms()
-        ),
+        lambda driver: _inspect.list_sessions(driver, limit=args.limit, now_ms=_now_ms()),
     )
     if args.json:
         _say(json.dumps([_inspect.as_json(info, keys=False) for info in listing.sessions]))
     elif listing.sessions:
         _say("\n".join(_inspect.table_lines(listing.sessions)))
-    of_user = " of that user" if args.user is not None else ""
     if not listing.sessions:
-        _note(args, f"no live sessions{of_user} in {_where(args)}.")
+        _note(args, f"no live sessions in {_where(args)}.")
     if listing.truncated:
         _note(
             args,
@@ -320,6 +319,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
         )
     if listing.unreadable:
         _note(args, f"skipped {listing.unreadable} session rows sqlsession cannot read.")
+    return EXIT_OK
+
+
+def _list_user(args: argparse.Namespace) -> int:
+    """``list --user``: the user's sessions from their device index (no table scan)."""
+    from .web import _inspect, devices
+
+    secret = os.environ.get(args.secret_key_env) or None
+    found = _with_driver(
+        args, lambda driver: devices.list_user_sessions(driver, args.user, secret_key=secret)
+    )[: args.limit]
+    if args.json:
+        _say(json.dumps([_inspect.device_json(info) for info in found]))
+    elif found:
+        _say("\n".join(_inspect.device_lines(found)))
+    if not found:
+        hint = "" if secret else f" (${args.secret_key_env} is not set: is the app's secret_key?)"
+        _note(args, f"no live sessions of that user in {_where(args)}{hint}.")
     return EXIT_OK
 
 
@@ -589,10 +606,23 @@ def _parser() -> argparse.ArgumentParser:
         help="list sessions, one line each",
         description="List web sessions, newest activity first: a label (not an id), "
         "created, last seen, expiry and the bound user's label, in UTC. Reads at most "
-        "--limit sessions; which ones is arbitrary (they are stored under hashes).",
+        "--limit sessions; which ones is arbitrary (they are stored under hashes). With "
+        "--user, the sessions of that user from their device index: the device label "
+        "(for end_user_session), created, last seen, and the client when the app records "
+        "it (record_client).",
     )
     list_.add_argument(
-        "--user", type=_user, metavar="USER", help="only the sessions bound to this user id"
+        "--user",
+        type=_user,
+        metavar="USER",
+        help="the sessions of this user id (bind_user), with their device labels",
+    )
+    list_.add_argument(
+        "--secret-key-env",
+        default="SQLSESSION_SECRET_KEY",
+        metavar="VAR",
+        help="the environment variable holding the app's secret_key, with which user ids "
+        "are hashed (default: %(default)s; unset: the app has none)",
     )
     list_.add_argument(
         "--limit",

@@ -14,6 +14,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DriverLoadError",
     "InvalidKeyError",
+    "InvalidLabelError",
     "InvalidTTLError",
     "OperationTimeoutError",
     "ReadOnlyDatabaseError",
@@ -47,6 +48,10 @@ class InvalidKeyError(SessionError, ValueError):
 
 class InvalidTTLError(SessionError, ValueError):
     """A ttl is not None or a number of seconds from 0.001 to 100 years."""
+
+
+class InvalidLabelError(SessionError, ValueError):
+    """A session label passed to ``end_session`` is not one ``user_sessions`` hands out."""
 
 
 class SessionTooLargeError(SessionError, ValueError):

@@ -210,6 +210,14 @@ def test_the_example_app_in_chromium(chromium: Chromium, sqlite_url: str, tmp_pa
         assert cookie["secure"] is False  # the example serves plain http on 127.0.0.1
         assert 0 < cookie["expires"] - time.time() <= 30 * 60 + 5  # the idle timeout
         assert chromium.evaluate("document.cookie") == ""  # invisible to scripts
+        # "Your devices": this browser, by its User-Agent and its network (127.0.0.0/24).
+        devices = chromium.evaluate(
+            "[...document.querySelectorAll('#devices li')].map(li => li.textContent)"
+        )
+        assert len(devices) == 1
+        assert "Chrome" in devices[0]
+        assert "127.0.0.0/24" in devices[0]
+        assert "this device" in devices[0]
 
         for n in (1, 2):
             submit(chromium, "counter")

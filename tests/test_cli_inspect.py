@@ -19,7 +19,7 @@ import pytest
 
 from sqlsession.cli import main
 from sqlsession.drivers.sql import SQLDriver
-from sqlsession.web import SessionStore, end_user_sessions
+from sqlsession.web import SessionStore, end_user_sessions, list_user_sessions
 from sqlsession.web._ids import log_label, storage_key, user_key
 from tests.conftest import admin, mysql_base_url, postgres_base_url
 
@@ -43,6 +43,7 @@ class Sessions:
     alice2: str  # bound to alice too
     bob: str  # bound to bob, then ended by end_user_sessions
     made_at: float
+    alice_labels: set[str]  # the device labels of alice's sessions
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +78,7 @@ async def make_sessions(url: str, table: str) -> dict[str, str]:
             made[name] = change.session_id
         await end_user_sessions(driver, "bob")
         await driver.set_item("plain-key", 1)  # an item stored through the driver directly
+        made["alice_labels"] = " ".join(d.label for d in await list_user_sessions(driver, "alice"))
         return made
 
 
@@ -93,7 +95,15 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session
         assert main(["migrate", "-q", *args]) == 0
         made_at = time.time()
         made = asyncio.run(make_sessions(url, table))
-        yield Sessions(args, made["cart"], made["alice"], made["alice2"], made["bob"], made_at)
+        yield Sessions(
+            args,
+            made["cart"],
+            made["alice"],
+            made["alice2"],
+            made["bob"],
+            made_at,
+            set(made["alice_labels"].split()),
+        )
     finally:
         if server:
             admin(
@@ -251,16 +261,17 @@ def test_list_prints_one_line_per_session_newest_first(
 def test_list_of_one_user_with_a_limit_and_as_json(
     capsys: pytest.CaptureFixture[str], sessions: Sessions
 ) -> None:
+    # --user lists the user's device index (no table scan), labelled as the device API
+    # labels them: two sessions of alice, neither id nor hash in sight.
     result = cli(capsys, "list", "--user", "alice", "--json", *sessions.args)
     assert result.code == 0, result.err
     listed = json.loads(result.out)
-    assert {item["session"] for item in listed} == {
-        log_label(sessions.alice),
-        log_label(sessions.alice2),
-    }
+    assert {item["label"] for item in listed} == sessions.alice_labels
     assert all(
-        set(item) == {"session", "created", "last_seen", "expires", "user"} for item in listed
+        set(item) == {"label", "created", "last_seen", "client_address", "user_agent"}
+        for item in listed
     )
+    no_secrets(result, sessions.alice, sessions.alice2)
 
     result = cli(capsys, "list", "--limit", "1", *sessions.args)
     assert result.code == 0
@@ -279,10 +290,11 @@ def test_stats_counts_sessions_and_users_apart(
     result = cli(capsys, "stats", "--json", *sessions.args)
     assert result.code == 0, result.err
     # Four sessions; one user row, bob's, written when his sessions were ended (bind_user
-    # writes none); live counts every row, the driver's own "plain-key" too.
-    assert json.loads(result.out) == {"sessions": 4, "users": 1, "live": 6, "expired": 0}
+    # writes none); live counts every row, the driver's own "plain-key" too, and alice's
+    # device index (bob's went with his sessions).
+    assert json.loads(result.out) == {"sessions": 4, "users": 1, "live": 7, "expired": 0}
     result = cli(capsys, "stats", *sessions.args)
-    assert result.out == "sessions: 4\nusers: 1\nlive: 6\nexpired: 0\n"
+    assert result.out == "sessions: 4\nusers: 1\nlive: 7\nexpired: 0\n"
 
 
 @pytest.mark.parametrize(
@@ -317,3 +329,48 @@ def test_inspection_on_a_table_without_sessions(
     assert "no live sessions in 'sqlsession' in " in result.err
     result = cli(capsys, "stats", "--json", *args)
     assert json.loads(result.out) == {"sessions": 0, "users": 0, "live": 0, "expired": 0}
+
+
+def test_list_user_needs_the_apps_secret_key_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keyed.db'}"
+    args = ["--url", url]
+    assert main(["migrate", "-q", *args]) == 0
+
+    async def sign_in() -> str:
+        async with SQLDriver(url) as driver:
+            store = SessionStore(driver, secret_key="app-secret", record_client=True)
+            session = await store.load(
+                [], request={"headers": [(b"user-agent", b"Firefox")], "client": ("::1", 1)}
+            )
+            session.bind_user("alice")
+            change = await store.commit(session)
+            assert change is not None
+            assert change.session_id is not None
+            return change.session_id
+
+    cookie = asyncio.run(sign_in())
+    monkeypatch.delenv("SQLSESSION_SECRET_KEY", raising=False)
+    result = cli(capsys, "list", "--user", "alice", *args)
+    assert (result.code, result.out) == (0, "")
+    assert "$SQLSESSION_SECRET_KEY is not set" in result.err
+    monkeypatch.setenv("APP_SECRET", "app-secret")
+    result = cli(capsys, "list", "--user", "alice", "--secret-key-env", "APP_SECRET", *args)
+    assert result.code == 0, result.err
+    header, row = result.out.splitlines()
+    assert header.split() == [
+        "LABEL",
+        "CREATED",
+        "(UTC)",
+        "LAST",
+        "SEEN",
+        "(UTC)",
+        "ADDRESS",
+        "USER",
+        "AGENT",
+    ]
+    assert row.split()[-2:] == ["::/48", "Firefox"]
+    no_secrets(result, cookie)
+    assert "alice" not in result.out + result.err
+    assert "app-secret" not in result.out + result.err

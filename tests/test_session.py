@@ -471,12 +471,16 @@ async def test_sign_out_everywhere_ends_every_session_of_the_user(
         # digest contains those three letters in about one key of seventy.)
         keys = await driver.get_keys()
         # Three session rows (bob's, ada's new one, and the laptop's, which is refused on
-        # load and left to expire) and ada's sign-out-everywhere token.
-        assert len(keys) == 4, keys
+        # load and left to expire), ada's sign-out-everywhere token, and the device
+        # indexes of bob and of ada's new sign-in (her old one went with the sign-out).
+        assert len(keys) == 6, keys
         assert [k for k in keys if k.startswith("u:")] == [
             "u:" + hashlib.sha256(b"ada").hexdigest()
         ]
-        assert all(re.fullmatch(r"[su]:[0-9a-f]{64}", k) for k in keys), keys
+        assert sorted(k for k in keys if k.startswith("d:")) == sorted(
+            "d:" + hashlib.sha256(name).hexdigest() for name in (b"ada", b"bob")
+        )
+        assert all(re.fullmatch(r"[sud]:[0-9a-f]{64}", k) for k in keys), keys
 
 
 async def test_end_user_sessions_from_outside_a_request(driver: Any, clock: FakeClock) -> None:

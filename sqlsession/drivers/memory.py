@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .. import _codec, _validate
+from .. import _codec, _metrics, _validate
 from ..driver import Entry
 from ..errors import ValueNotSerializableError
 from ._base import (
@@ -47,6 +47,7 @@ class MemoryDriver(ExpiryMixin):
         # How merge_existing_text built an item's text, valid while that text is stored
         # (checked by identity); as many as there may be items, the least recent dropped.
         self._spliced: OrderedDict[str, Spliced] = OrderedDict()
+        _metrics.instrument(self, system="memory")
 
     def _live(self, key: str) -> tuple[str, int | None] | None:
         item = self._items.get(key)

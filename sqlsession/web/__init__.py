@@ -16,6 +16,7 @@ from ._crypto import generate_encryption_key
 from ._flash import Flash
 from .asgi import SessionMiddleware, get_session
 from .csrf import CSRFMiddleware
+from .devices import DeviceSession, end_user_session, list_user_sessions
 from .session import Clock, Session
 from .store import (
     DEFAULT_MAX_AGE,
@@ -31,11 +32,14 @@ __all__ = [
     "CSRFMiddleware",
     "Clock",
     "CookieChange",
+    "DeviceSession",
     "Flash",
     "Session",
     "SessionMiddleware",
     "SessionStore",
+    "end_user_session",
     "end_user_sessions",
     "generate_encryption_key",
     "get_session",
+    "list_user_sessions",
 ]

@@ -23,6 +23,7 @@ from ._crypto import Sealed
 
 if TYPE_CHECKING:
     from ..drivers.sql import SQLDriver
+    from .devices import DeviceSession
 
 __all__ = [
     "Listing",
@@ -30,6 +31,8 @@ __all__ = [
     "UnreadableSessionError",
     "as_json",
     "counts",
+    "device_json",
+    "device_lines",
     "list_sessions",
     "read_session",
     "session_key",
@@ -139,23 +142,22 @@ class Listing:
     """Rows skipped because sqlsession cannot read them."""
 
 
-async def list_sessions(driver: SQLDriver, *, user: str | None, limit: int, now_ms: int) -> Listing:
-    """Read up to `limit` sessions (bound to `user`, if given), newest activity first.
+async def list_sessions(driver: SQLDriver, *, limit: int, now_ms: int) -> Listing:
+    """Read up to `limit` sessions, newest activity first.
+
+    (One user's sessions come from their device index: `devices.list_user_sessions`.)
 
     Sessions are stored under hashes, so which ones a limit keeps is arbitrary; the
     ones read are then sorted by last activity. Each costs two reads.
 
     Args:
         driver: the SQL driver of the session table.
-        user: only the sessions bound to this user id (``Session.bind_user``).
         limit: read at most this many sessions.
         now_ms: the time, for the keys' own expiry.
 
     Raises:
-        TypeError: `user` is an empty string.
         SessionError: the driver failed.
     """
-    wanted = None if user is None else _ids.user_key(_ids.check_user_id(user))
     keys = await driver.get_keys(_ids.SESSION_PREFIX)
     tokens: dict[str, str | None] = {}
 
@@ -176,8 +178,6 @@ async def list_sessions(driver: SQLDriver, *, user: str | None, limit: int, now_
         row = _row.parse(raw)
         if row is None:
             unreadable += 1
-            continue
-        if wanted is not None and (row.user is None or row.user[0] != wanted):
             continue
         info = await _describe(driver, key, row, token, now_ms)
         if info is not None:
@@ -295,3 +295,38 @@ def as_json(info: SessionInfo, *, values: bool = False, keys: bool = True) -> di
             for name, entry in info.entries.items()
         }
     return found
+
+
+def _ms(moment: datetime) -> float:
+    return moment.timestamp() * 1000
+
+
+def device_lines(sessions: list[DeviceSession]) -> list[str]:
+    """One line per session of a user: device label, created, last seen, client."""
+    rows = [("LABEL", "CREATED (UTC)", "LAST SEEN (UTC)", "ADDRESS", "USER AGENT")]
+    for info in sessions:
+        rows.append(
+            (
+                info.label,
+                str(_when(_ms(info.created_at))),
+                str(_when(_ms(info.last_seen_at))),
+                info.client_address or "-",
+                info.user_agent or "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)), row[4]])
+        for row in rows
+    ]
+
+
+def device_json(info: DeviceSession) -> dict[str, Any]:
+    """One session of a user as a JSON object; times as ISO 8601 UTC strings."""
+    return {
+        "label": info.label,
+        "created": _when(_ms(info.created_at), for_json=True),
+        "last_seen": _when(_ms(info.last_seen_at), for_json=True),
+        "client_address": info.client_address,
+        "user_agent": info.user_agent,
+    }

@@ -7,6 +7,8 @@ an atomic ``merge_item`` can change one session key without rewriting the others
         "created": 1700000000000,          # ms since the epoch; max_age counts from here
         "seen": 1700000100000,             # ms; last write, idle_timeout counts from here
         "user": ["u:<sha256>", "<token>"], # optional, see Session.bind_user()
+        "dev": {"l": "<label>", "ua": "...", "ip": "203.0.113.0/24"},  # bound only, see devices
+        "ma": 86400000,                    # optional, ms: Session.set_max_age() (0: browser)
         "k:cart": {"v": [1, 2]},           # one entry per session key ...
         "k:flash": {"v": "hi", "e": 1700000130000},  # ... "e": per-key expiry in ms
         "k:note": {"c": "<token>"},        # a value encrypted at rest (see _crypto)
@@ -94,6 +96,10 @@ class Row:
     seen: int
     user: list[str] | None
     entries: dict[str, Entry]
+    device: dict[str, str] | None = None
+    """The session's device label and, opt-in, user agent and client network."""
+    max_age: int | None = None
+    """This session's own lifetime in ms (`Session.set_max_age`); 0: a browser session."""
 
 
 def _is_int(value: Any) -> bool:
@@ -116,6 +122,10 @@ class LoadedRow:
     values: dict[str, Any]
     text: str
     """The row's JSON text as the driver returned it: its length bounds the session's size."""
+    device: dict[str, str] | None = None
+    """As `Row.device`."""
+    max_age: int | None = None
+    """As `Row.max_age`."""
 
 
 def _header(raw: Any) -> bool:
@@ -164,7 +174,10 @@ def parse_text(text: str, raw: Any) -> LoadedRow | Row | None:
         if sealed is None:
             return None
         entries[name[len(_KEY) :]] = (sealed, expires)
-    return LoadedRow(raw["created"], raw["seen"], raw.get("user"), entries, values, text)
+    extras = _extras(raw)
+    if extras is None:
+        return None
+    return LoadedRow(raw["created"], raw["seen"], raw.get("user"), entries, values, text, *extras)
 
 
 def parse(raw: Any) -> Row | None:
@@ -192,7 +205,23 @@ def parse(raw: Any) -> Row | None:
             if text is None:
                 return None
         entries[name[len(_KEY) :]] = (text, expires)
-    return Row(raw["created"], raw["seen"], user, entries)
+    extras = _extras(raw)
+    if extras is None:
+        return None
+    return Row(raw["created"], raw["seen"], user, entries, *extras)
+
+
+def _extras(raw: dict[str, Any]) -> tuple[dict[str, str] | None, int | None] | None:
+    """The row's "dev" and "ma" (see `Row`), or None when either is not ours."""
+    device = raw.get("dev")
+    if device is not None and not (
+        isinstance(device, dict) and all(type(v) is str for v in device.values())
+    ):
+        return None
+    max_age = raw.get("ma")
+    if max_age is not None and not (_is_int(max_age) and max_age >= 0):
+        return None
+    return device, max_age
 
 
 def _entry_value(
@@ -219,6 +248,9 @@ def build(
     entries: Mapping[str, Slot],
     loaded: Mapping[str, Any],
     seal: Seal | None = None,
+    *,
+    device: dict[str, str] | None = None,
+    max_age: int | None = None,
 ) -> dict[str, Any]:
     """The whole row to store for a session, for a driver that takes values.
 
@@ -228,6 +260,10 @@ def build(
     row: dict[str, Any] = {"created": created, "seen": seen}
     if user is not None:
         row["user"] = user
+    if device is not None:
+        row["dev"] = device
+    if max_age is not None:
+        row["ma"] = max_age
     for name, slot in entries.items():
         row[_KEY + name] = _entry_value(name, slot, loaded, seal)
     return row
@@ -268,6 +304,9 @@ def build_text(
     entries: Mapping[str, Slot],
     loaded: Mapping[str, Any],
     seal: Seal | None = None,
+    *,
+    device: dict[str, str] | None = None,
+    max_age: int | None = None,
 ) -> str:
     """`build` as JSON text, for a `SupportsJSONText` driver.
 
@@ -278,6 +317,10 @@ def build_text(
     if user is not None:
         pair = encode_basestring(user[0]) + "," + encode_basestring(user[1])
         parts.append('"user":[' + pair + "]")
+    if device is not None:
+        parts.append('"dev":' + _codec.encode_trusted(device))
+    if max_age is not None:
+        parts.append('"ma":' + str(max_age))
     pending: dict[str, Any] = {}
     for name, (text, expires) in entries.items():
         if text is None and seal is not None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _codec
 from . import _ids, _row
 from ._crypto import Cipher, DecryptionError, Sealed, associated_data
 from ._row import LoadedRow, Row, Slot
+
+if TYPE_CHECKING:
+    from .devices import DeviceBook
 
 # Values the app cannot change in place: nothing to compare at commit.
 _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
@@ -37,6 +40,8 @@ class Policy:
     """Turns a user id into the storage key of its generation item."""
     cipher: Cipher | None = None
     """Encrypts and decrypts the session values (None: stored as plain JSON)."""
+    max_age: float | None = None
+    """The store's ``max_age``: the longest `Session.set_max_age` may ask for."""
 
 
 # No repr: it holds the session id and the visitor's data.
@@ -84,6 +89,18 @@ class SessionState:
     reseal: set[str] = field(default_factory=set)
     """Stored entries to rewrite with the first encryption key at the next write (stored
     plain, or sealed with an older key)."""
+    book: DeviceBook | None = None
+    """The loading store's device indexes (`Session.user_sessions` and the like)."""
+    indexed: tuple[str, str] | None = None
+    """(user key, label) of the device index entry the stored row is listed under."""
+    device: dict[str, str] | None = None
+    """The stored row's "dev": its label and, opt-in, user agent and client network."""
+    request: Any = None
+    """The ASGI scope, when the store records clients (read at a whole-row write only)."""
+    max_age_ms: int | None = None
+    """This session's own lifetime in ms (`Session.set_max_age`); 0: a browser session."""
+    max_age_set: bool = False
+    """`max_age_ms` changed in this request: the commit stores it and re-sends the cookie."""
 
     def value(self, name: str, slot: Slot) -> Any:
         """The value of `name` (whose slot is `slot`) to hand to the app, decoded at most once.
@@ -219,6 +236,10 @@ class SessionState:
         self.id = self.stored_id = session_id
         self.created_ms, self.seen_ms = row.created, row.seen
         self.user = row.user
+        self.device = row.device
+        label = None if row.device is None else row.device.get("l")
+        self.indexed = None if row.user is None or label is None else (row.user[0], label)
+        self.max_age_ms = row.max_age
         self.entries = dict(row.entries)
         self.original = dict(row.entries)
         self.values.clear()

@@ -113,6 +113,10 @@ class SessionMiddleware:
             ``[crypto]`` extra), newest key first: the first encrypts, every one
             decrypts. Keys as `generate_encryption_key` or ``sqlsession keygen`` makes
             them. None: values are stored as plain JSON. See `SessionStore`.
+        record_client: keep the User-Agent (cut to 200 characters) and the client's
+            network (IPv4 /24, IPv6 /48, from the ASGI ``client``: behind a proxy, have
+            the server trust its forwarded headers) of the request that signs a session
+            in, for `Session.user_sessions`. Off by default: it is personal data.
         clock: returns seconds since the epoch; tests pass a fake one to move time.
 
     Raises:
@@ -139,6 +143,7 @@ class SessionMiddleware:
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
         encryption_keys: Sequence[str | bytes] | None = None,
+        record_client: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.app = app
@@ -165,6 +170,7 @@ class SessionMiddleware:
             "identity_key": identity_key,
             "secret_key": secret_key,
             "encryption_keys": encryption_keys,
+            "record_client": record_client,
             "clock": clock,
         }
         # Validate the timeouts now rather than on the first request.
@@ -298,7 +304,7 @@ class SessionMiddleware:
     async def _request(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             store = self._get_store()
-            session = await store.load(self.cookie.read(scope.get("headers", ())))
+            session = await store.load(self.cookie.read(scope.get("headers", ())), request=scope)
         except Exception as exc:
             logger.exception("Loading the session failed; answering %d.", _status_of(exc))
             if scope["type"] == "http":

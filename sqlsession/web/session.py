@@ -13,15 +13,18 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _codec, _validate
-from ..errors import SessionError, SessionTooLargeError
-from . import _csrf, _flash, _ids, _reserved, _row
+from ..errors import InvalidTTLError, SessionError, SessionTooLargeError
+from . import _csrf, _flash, _ids, _reserved, _row, devices
 from ._crypto import Sealed
 from ._flash import Flash
 from ._row import Slot
 from ._state import SessionState
+
+if TYPE_CHECKING:
+    from .devices import DeviceSession
 
 __all__ = ["Clock", "Session"]
 
@@ -68,7 +71,7 @@ class Session(MutableMapping[str, Any]):
         """Whether the app changed the session since it was loaded or last committed.
 
         True after any assignment or deletion, `clear`, `regenerate`, `destroy`,
-        `bind_user` or `sign_out_everywhere`, even one that leaves the data as it was
+        `bind_user`, `sign_out_everywhere` or `set_max_age`, even one that leaves the data as it was
         (the commit then writes nothing). Changes made in place to a value read from the
         session are found only by the commit, so they do not show here. False does not
         mean the commit writes nothing: with ``idle_timeout`` an unchanged session is
@@ -390,6 +393,7 @@ class Session(MutableMapping[str, Any]):
             state.discard.add(_ids.storage_key(state.stored_id))
         state.id = state.stored_id = None
         state.created_ms = state.seen_ms = None
+        state.max_age_ms, state.max_age_set = None, False
         state.user = None
         state.bind = None
         state.entries.clear()
@@ -464,6 +468,97 @@ class Session(MutableMapping[str, Any]):
             )
         state.revoke = user
         self.destroy()
+
+    # -- lifetime and devices (see sqlsession.web.devices) -----------------------------
+
+    def set_max_age(self, seconds: float | None) -> None:
+        """Give this session its own lifetime, as Django's ``set_expiry`` ("remember me").
+
+        Counted from the session's creation, as the middleware's ``max_age``, and stored
+        with the session: it holds on later requests and through `regenerate` and
+        `bind_user`, and the cookie's Max-Age and the row's expiry follow it. The
+        ``idle_timeout`` still applies.
+
+        Args:
+            seconds: the lifetime, at most the middleware's ``max_age`` (a longer one is
+                refused, not clamped: raise ``max_age`` to allow it); ``0``: a cookie
+                without Max-Age, which the browser drops when it closes (the row still
+                ends at ``max_age``); None: back to the middleware's ``max_age``.
+
+        Raises:
+            InvalidTTLError: `seconds` is not None, 0 or 0.001 s up to ``max_age``.
+        """
+        state = self._state
+        if seconds is None or (seconds == 0 and type(seconds) in (int, float)):
+            value = None if seconds is None else 0
+        else:
+            checked = _validate.check_ttl(seconds, what="set_max_age(seconds)")
+            assert checked is not None
+            limit = state.policy.max_age
+            if limit is not None and checked > limit:
+                raise InvalidTTLError(
+                    f"set_max_age({seconds!r}) is longer than the middleware's max_age of "
+                    f"{limit:g} seconds, which bounds every session: pass at most that, or "
+                    "raise max_age."
+                )
+            value = math.ceil(checked * 1000)
+        state.accessed = state.modified = True
+        state.max_age_ms, state.max_age_set = value, True
+
+    async def user_sessions(self) -> list[DeviceSession]:
+        """The signed-in user's live sessions, this one included (``current``), newest first.
+
+        Reads the user's device index, generation token and sessions (three reads on a
+        driver with ``get_many``); entries of sessions that ended are pruned.
+
+        Returns:
+            One `DeviceSession` per live session, with a label for `end_session`.
+
+        Raises:
+            SessionError: the session is not bound to a user, or not loaded by a store.
+        """
+        book, user_key = devices.book_of(self._state, "user_sessions()")
+        self._state.accessed = True
+        return await book.sessions(user_key, devices.current_label(self._state))
+
+    async def end_session(self, label: str) -> bool:
+        """End another session of this user, named by its `DeviceSession.label`, at once.
+
+        Args:
+            label: a label from `user_sessions`.
+
+        Returns:
+            Whether the user had a session of that label (False: it had ended already).
+
+        Raises:
+            InvalidLabelError: `label` does not have the form of a label.
+            SessionError: `label` is this session's (use `destroy`), or the session is
+                not bound to a user.
+        """
+        label = devices.check_label(label)
+        book, user_key = devices.book_of(self._state, "end_session()")
+        self._state.accessed = True
+        if label == devices.current_label(self._state):
+            raise SessionError(
+                "end_session() was given this session's own label: call session.destroy() "
+                "to end the current session."
+            )
+        return await book.end(user_key, [label]) == 1
+
+    async def sign_out_other_devices(self) -> int:
+        """End every other session of this user at once, keeping this one signed in.
+
+        Sessions signed in concurrently with this call may survive it.
+
+        Returns:
+            How many sessions were ended.
+
+        Raises:
+            SessionError: the session is not bound to a user.
+        """
+        book, user_key = devices.book_of(self._state, "sign_out_other_devices()")
+        self._state.accessed = True
+        return await book.end(user_key, None, keep=devices.current_label(self._state))
 
 
 def _identity(value: Any) -> str | None:

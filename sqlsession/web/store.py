@@ -16,7 +16,8 @@ Writes per request: none for a request without a session cookie that stores noth
 and none for an unchanged session, except that with ``idle_timeout`` one refresh write
 happens once at least half of it has passed since the last write. ``max_age`` costs no
 writes: it counts from ``created``, which no request moves. A changed session costs one
-``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``.
+``merge_existing``; ``regenerate()`` one ``set_item`` and one ``remove_item``, and for a
+bound session one ``merge_item`` of its user's device index (see `devices`).
 
 JSON per request, on a `SupportsJSONText` driver: the row is read as text and decoded once
 (`_row.parse_text`), and the app is handed the values of that decode; a value is encoded
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ from . import _ids, _reserved, _row
 from ._crypto import Cipher, Sealed, associated_data
 from ._row import Slot
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
+from .devices import DeviceBook, index_key
 from .session import Clock, Session, state_of
 
 __all__ = [
@@ -107,6 +109,9 @@ class SessionStore:
             the ``[crypto]`` extra). Keys as `generate_encryption_key` makes them
             (urlsafe base64 text of 32 bytes, or 32 raw bytes), newest first: the
             first encrypts, every one decrypts. None: values are stored as plain JSON.
+        record_client: keep the User-Agent (cut to 200 characters) and the client's
+            network (IPv4 /24, IPv6 /48) of the request that signed a session in, for
+            `Session.user_sessions` (read from the ASGI scope `load` is given).
         clock: returns seconds since the epoch (default ``time.time``).
 
     Raises:
@@ -125,6 +130,7 @@ class SessionStore:
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
         encryption_keys: Sequence[str | bytes] | None = None,
+        record_client: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.driver = driver
@@ -138,6 +144,7 @@ class SessionStore:
             identity_key=self.identity_key,
             user_key=_ids.keyed_user_key(_check_secret(secret_key)),
             cipher=self._cipher,
+            max_age=self.max_age,
         )
         self._clock: Clock = clock if clock is not None else time.time
         # Which optional capabilities to use is decided once, not per request.
@@ -146,13 +153,28 @@ class SessionStore:
         self._merge_existing = driver if isinstance(driver, SupportsMergeExisting) else None
         # With JSON text, a request decodes its row once and encodes each value once.
         self._text = driver if isinstance(driver, SupportsJSONText) else None
+        self.record_client = bool(record_client)
+        # Every session in a user's index ends within max_age of the index's last write.
+        self.devices = DeviceBook(
+            driver, alive=self._alive, index_ttl=self.max_age, record_client=self.record_client
+        )
+
+    def user_key(self, user_id: str) -> str:
+        """The storage key of `user_id`'s generation item, as this store hashes it.
+
+        Raises:
+            TypeError: `user_id` is not a non-empty str.
+        """
+        return self._policy.user_key(_ids.check_user_id(user_id))
 
     def _now_ms(self) -> int:
         return round(self._clock() * 1000)
 
     # -- loading -------------------------------------------------------------------
 
-    async def load(self, cookie_values: Sequence[str]) -> Session:
+    async def load(
+        self, cookie_values: Sequence[str], *, request: Mapping[str, Any] | None = None
+    ) -> Session:
         """Return the session named by the request's cookie values, or a new, empty one.
 
         Malformed values are skipped without touching storage. An id whose row is
@@ -162,6 +184,8 @@ class SessionStore:
 
         Args:
             cookie_values: the values of the session cookie in the request, in order.
+            request: the ASGI scope, read for the user agent and client address when
+                the store has ``record_client`` and the session is signed in.
 
         Returns:
             The session, to hand to the app and then to `commit`.
@@ -174,6 +198,9 @@ class SessionStore:
         state = state_of(session)
         state.policy = self._policy
         state.presented = bool(cookie_values)
+        state.book = self.devices
+        if self.record_client:
+            state.request = request
         candidates = [v for v in cookie_values if _ids.is_well_formed(v)]
         for session_id in candidates[:_MAX_CANDIDATES]:
             key = _ids.storage_key(session_id)
@@ -259,7 +286,8 @@ class SessionStore:
         # The driver's row ttl usually hides expired sessions already; this check makes
         # the lifetime exact for drivers without expiry and after a config change.
         now = self._now_ms()
-        if self.max_age is not None and row.created + self.max_age * 1000 <= now:
+        max_age = self._max_age_ms(row.max_age)
+        if max_age is not None and row.created + max_age <= now:
             return False
         return not (self.idle_timeout is not None and row.seen + self.idle_timeout * 1000 <= now)
 
@@ -284,11 +312,22 @@ class SessionStore:
 
     # -- committing ------------------------------------------------------------------
 
-    def _row_ttl(self, created_ms: int, now_ms: int) -> float | None:
+    def _max_age_ms(self, own: int | None) -> float | None:
+        """A session's absolute lifetime in ms: its own (`Session.set_max_age`) or max_age.
+
+        Its own never outlasts max_age, also after max_age was lowered in the config.
+        """
+        limit = None if self.max_age is None else self.max_age * 1000
+        if own:
+            return own if limit is None else min(own, limit)
+        return limit
+
+    def _row_ttl(self, created_ms: int, now_ms: int, own: int | None = None) -> float | None:
         """Seconds until the row must expire: the nearer of the absolute and idle deadlines."""
         deadlines = []
-        if self.max_age is not None:
-            deadlines.append(created_ms + self.max_age * 1000)
+        max_age = self._max_age_ms(own)
+        if max_age is not None:
+            deadlines.append(created_ms + max_age)
         if self.idle_timeout is not None:
             deadlines.append(now_ms + self.idle_timeout * 1000)
         return None if not deadlines else (min(deadlines) - now_ms) / 1000
@@ -317,6 +356,8 @@ class SessionStore:
             self._check_size(state)
         if state.revoke is not None:
             await _revoke(self.driver, state.revoke, self._marker_ttl())
+            if state.indexed is not None and state.indexed[0] == state.revoke:
+                state.indexed = None  # the whole index went with the revocation
             state.revoke = None
         if state.bind is not None:
             user = state.policy.user_key(state.bind)
@@ -325,6 +366,8 @@ class SessionStore:
         for key in sorted(state.discard):
             await self.driver.remove_item(key)
         state.discard.clear()
+        if state.stored_id is None and state.indexed is not None:
+            await self.devices.ended(state)
         if change is None and state.stored_id is None and (state.presented or state.destroyed):
             # The cookie names nothing we keep (expired, unknown, destroyed): drop it, so
             # the browser stops sending it and we stop looking it up.
@@ -372,7 +415,7 @@ class SessionStore:
             return None
         assert state.id is not None  # every change and regenerate() assigns one
         created = state.created_ms if state.created_ms is not None else now
-        ttl = self._row_ttl(created, now)
+        ttl = self._row_ttl(created, now, state.max_age_ms)
         if ttl is not None and ttl < 0.001:
             state.stored_id = None
             return None
@@ -380,14 +423,20 @@ class SessionStore:
         # Values sealed for the old row do not open under the new id: re-encrypt them.
         _unseal_all(state, now_entries)
         seal = self._sealer(key)
+        limit = None if self.max_age is None else created + self.max_age * 1000
+        device = await self.devices.place(state, key, state.request, now_ms=now, deadline_ms=limit)
+        extras: dict[str, Any] = {"device": device, "max_age": state.max_age_ms}
         if self._text is not None:
-            text = _row.build_text(created, now, state.user, now_entries, state.loaded, seal)
+            text = _row.build_text(
+                created, now, state.user, now_entries, state.loaded, seal, **extras
+            )
             await self._text.set_text(key, text, **self._ttl_kwargs(ttl))
         else:
-            row = _row.build(created, now, state.user, now_entries, state.loaded, seal)
+            row = _row.build(created, now, state.user, now_entries, state.loaded, seal, **extras)
             await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
-        return CookieChange(state.id, ttl)
+        state.max_age_set = False
+        return CookieChange(state.id, _cookie_age(state, ttl))
 
     async def _update(
         self, state: SessionState, now: int, now_entries: dict[str, Slot]
@@ -405,10 +454,10 @@ class SessionStore:
             and state.seen_ms is not None
             and now - state.seen_ms >= self.idle_timeout * 500
         )
-        if not (changed or deleted or refresh):
+        if not (changed or deleted or refresh or state.max_age_set):
             return None
         key = _ids.storage_key(state.stored_id)
-        ttl = self._row_ttl(state.created_ms, now)
+        ttl = self._row_ttl(state.created_ms, now, state.max_age_ms)
         if ttl is not None and ttl < 0.001:
             # The absolute lifetime ran out during this request.
             state.discard.add(key)
@@ -420,6 +469,8 @@ class SessionStore:
         seal = self._sealer(key)
         if self._text is not None:
             texts, removals = _row.changes_text(now, writes, deleted, seal)
+            if state.max_age_set:
+                _set_max_age(texts, removals, state.max_age_ms, str)
             live = await self._text.merge_existing_text(
                 key, set=texts, delete=removals, **self._ttl_kwargs(ttl)
             )
@@ -427,8 +478,10 @@ class SessionStore:
                 # Ended by another request meanwhile (see below).
                 return None
             state.updated(now, now_entries)
-            return None if self.idle_timeout is None else CookieChange(state.stored_id, ttl)
+            return self._moved_cookie(state, ttl)
         changes, removals = _row.changes(now, writes, deleted, seal)
+        if state.max_age_set:
+            _set_max_age(changes, removals, state.max_age_ms, int)
         if self._merge_existing is not None:
             stored = await self._merge_existing.merge_existing(
                 key, set=changes, delete=removals, **self._ttl_kwargs(ttl)
@@ -450,10 +503,16 @@ class SessionStore:
             current.update(changes)
             await self.driver.set_item(key, current, **self._ttl_kwargs(ttl))
         state.updated(now, now_entries)
-        if self.idle_timeout is None:
+        return self._moved_cookie(state, ttl)
+
+    def _moved_cookie(self, state: SessionState, ttl: float | None) -> CookieChange | None:
+        """The cookie after an update: sent again when its deadline moved, else left alone."""
+        lifetime_changed, state.max_age_set = state.max_age_set, False
+        if self.idle_timeout is None and not lifetime_changed:
             return None
-        # The idle deadline moved: move the cookie's with it.
-        return CookieChange(state.stored_id, ttl)
+        # The idle deadline (or the session's own lifetime) moved: move the cookie's with it.
+        assert state.stored_id is not None
+        return CookieChange(state.stored_id, _cookie_age(state, ttl))
 
 
 def _unseal_all(state: SessionState, entries: dict[str, Slot]) -> None:
@@ -530,6 +589,22 @@ async def _revoke(driver: SessionDriver, user_key: str, ttl: float | None) -> No
     """Replace the generation token of `user_key`, ending the sessions bound to it."""
     kwargs = {"ttl": ttl} if isinstance(driver, SupportsExpiry) else {}
     await driver.set_item(user_key, _row.new_generation(), **kwargs)
+    await driver.remove_item(index_key(user_key))  # its device list ends with them
+
+
+def _set_max_age(
+    updates: dict[str, Any], removals: list[str], max_age_ms: int | None, form: Any
+) -> None:
+    """Add the session's own lifetime to a merge: its value (in `form`), or its removal."""
+    if max_age_ms is None:
+        removals.append("ma")
+    else:
+        updates["ma"] = form(max_age_ms)
+
+
+def _cookie_age(state: SessionState, ttl: float | None) -> float | None:
+    """The cookie's Max-Age: the row's ttl, or none for a browser session (max age 0)."""
+    return None if state.max_age_ms == 0 else ttl
 
 
 def _check_max_size(value: object) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
 
@@ -40,7 +41,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from ... import _codec, _validate
+from ... import _codec, _metrics, _validate
 from ..._sql_options import SQLOptions
 from ..._table import SCHEMA_REVISION, session_table, version_table_name
 from ..._url import (
@@ -68,6 +69,7 @@ from .._base import (
 from .._merge_args import member_texts, text_merge_args
 from . import _errors
 from ._fast import give_way, pool_drained
+from ._pacing import CleanupPacer, LatencyWatch
 from ._retry import CONFLICT_RETRIES, pause_after_conflict
 from .dialects import CleanupJob, ErrorKind, dialect_class, key_param
 from .dialects._base import delete_in_batches
@@ -226,6 +228,8 @@ class SQLDriver(ExpiryMixin):
         self._ready_lock = asyncio.Lock()
         self._unnamed_since_lost = False  # said once, in a warning
         self._cleanup_task: asyncio.Task[None] | None = None
+        # The latencies of the app's reads and writes, which pace cleanup (_pacing.py).
+        self._latency = (LatencyWatch(), LatencyWatch())
         pool_size = options.pool_size or dialect.default_pool_size
         if not self._owns_engine:
             size = getattr(self.engine.sync_engine.pool, "size", None)
@@ -234,6 +238,7 @@ class SQLDriver(ExpiryMixin):
         self._write_slots: contextlib.AbstractAsyncContextManager[Any] = (
             _ANY_TIME if slots is None else asyncio.Semaphore(slots)
         )
+        _metrics.instrument(self, **_metrics_attributes(self))
 
     def __repr__(self) -> str:
         # self.url is redacted: no password (nor password= in the query).
@@ -739,17 +744,19 @@ class SQLDriver(ExpiryMixin):
         Returns:
             How many expired rows were deleted.
         """
-        job = CleanupJob(batch_size=self.cleanup_batch_size, now_ms=self._now_ms)
+        pacer = CleanupPacer(self.cleanup_batch_size, self._latency)
+        job = CleanupJob(batch_size=self.cleanup_batch_size, now_ms=self._now_ms, pacer=pacer)
         if prefix != "":
             _, bind = self._prefix_query(prefix, None, None, None)
             stmt = self._prefix_cleanup["high" in bind]
             # Every batch commits on its own and takes no lock, so a run cut short by a
             # lost connection runs again on a fresh one (the count is then the rerun's).
-            return await self._run(
-                lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
-                interruptible=True,
-                write=True,
-            )
+            with pacer.watching():
+                return await self._run(
+                    lambda conn: delete_in_batches(conn, stmt, job, bind=bind),
+                    interruptible=True,
+                    write=True,
+                )
 
         async def run(conn: AsyncConnection) -> int:
             self.last_cleanup_skipped = False
@@ -757,7 +764,8 @@ class SQLDriver(ExpiryMixin):
             self.last_cleanup_skipped = deleted is None
             return deleted or 0
 
-        return await self._run(run, transactional=True, interruptible=True, write=True)
+        with pacer.watching():
+            return await self._run(run, transactional=True, interruptible=True, write=True)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Count the rows: ``{"live": ..., "expired": ...}`` (expired ones await cleanup).
@@ -849,8 +857,12 @@ class SQLDriver(ExpiryMixin):
         """`_run` for the fast path, which retries a dropped connection itself."""
         if not self._ready:
             await self._check_schema()
-        async with self._write_slots if write else _ANY_TIME:
-            return await self._run_fast_now(method, name, params)
+        started = time.perf_counter()
+        try:
+            async with self._write_slots if write else _ANY_TIME:
+                return await self._run_fast_now(method, name, params)
+        finally:
+            self._latency[write].observe(time.perf_counter() - started)
 
     async def _run_fast_now(
         self, method: Callable[[str, Any], Awaitable[T]], name: str, params: Any
@@ -889,6 +901,7 @@ class SQLDriver(ExpiryMixin):
         """
         if interruptible:
             return await self._run_now(work, transactional=transactional, write=write)
+        started = time.perf_counter()
         running = asyncio.ensure_future(
             self._run_now(work, transactional=transactional, write=write)
         )
@@ -897,6 +910,9 @@ class SQLDriver(ExpiryMixin):
         except asyncio.CancelledError:
             running.add_done_callback(_retrieve)
             raise
+        finally:
+            # Cleanup runs interruptible, so only the app's own operations are timed.
+            self._latency[write].observe(time.perf_counter() - started)
 
     async def _run_now(
         self, work: Callable[[AsyncConnection], Awaitable[T]], *, transactional: bool, write: bool
@@ -1082,6 +1098,20 @@ class SQLDriver(ExpiryMixin):
 _REFUSED = object()
 # The write slots of a database that takes any number of writers at once.
 _ANY_TIME: contextlib.AbstractAsyncContextManager[Any] = contextlib.nullcontext()
+
+
+def _metrics_attributes(driver: SQLDriver) -> dict[str, Any]:
+    """What identifies the driver's database in its metrics (no password, no path query)."""
+    url = driver.engine.url
+    system = "mariadb" if getattr(driver.engine.dialect, "is_mariadb", False) else driver.dialect
+    return {
+        "system": system,
+        "collection": driver.table_name,
+        "namespace": url.database,
+        "server": (url.host, url.port) if url.host else None,
+        "pool_name": f"{driver.url} {driver.table_name}",
+        "pool": lambda: driver.engine.sync_engine.pool,
+    }
 
 
 def _key_value(key: str) -> Any:

@@ -44,6 +44,7 @@ from ....errors import ConfigError
 if TYPE_CHECKING:
     from ...._sql_options import SQLOptions
     from .._fast import FastPath
+    from .._pacing import CleanupPacer
     from ._merge import MergeStatement
 
 __all__ = [
@@ -103,6 +104,21 @@ class CleanupJob:
     committed: list[int] = field(default_factory=list)
     """Rows each committed batch deleted, kept across the driver's retries of the job
     (a dialect that commits batch by batch appends to it, and counts from it)."""
+    pacer: CleanupPacer | None = None
+    """Sizes the batches and pauses between them by the app's latency (None: every
+    batch `batch_size`, and only the dialect's own pause)."""
+
+    @property
+    def size(self) -> int:
+        """The rows the next batch may delete."""
+        return self.batch_size if self.pacer is None else self.pacer.size
+
+    async def pause(self, elapsed: float, floor: Callable[[float], Awaitable[None]]) -> None:
+        """Wait between two batches: the dialect's `floor`, then the pacer's wait."""
+        if self.pacer is None:
+            await floor(elapsed)
+        else:
+            await self.pacer.pause(elapsed, floor)
 
 
 def key_param(name: str) -> BindParameter[str]:
@@ -491,14 +507,15 @@ async def delete_in_batches(
     total = 0
     while True:
         started = time.perf_counter()
-        params = {**(bind or {}), "now": job.now_ms(), "batch": job.batch_size}
+        size = job.size
+        params = {**(bind or {}), "now": job.now_ms(), "batch": size}
         deleted: int = (await conn.execute(statement, params)).rowcount
         total += deleted
         if after is not None:
             await after(conn)
-        if deleted < job.batch_size:
+        if deleted < size:
             return total
-        await pause(time.perf_counter() - started)
+        await job.pause(time.perf_counter() - started, pause)
 
 
 class OnConflictDialect(SQLDialect):

@@ -434,13 +434,19 @@ def _claimed_for_migration(conn: Connection, lock: LeaseLock) -> bool:
         if not inspect(conn).has_table(lock.table):
             conn.execute(lock.create)  # IF NOT EXISTS: another node may be creating it too
         conn.execute(lock.claim, {"now": now, "exp": now + _MIGRATION_LEASE_S * 1000})
+        holder = conn.scalar(lock.held_by)
     except DBAPIError as exc:
-        # Lost to another node's claim, or the table went with a downgrade to base
-        # that finished in between (the next try creates it again).
-        if Dialect.classify(exc.orig or exc) in (ErrorKind.CONFLICT, ErrorKind.MISSING_TABLE):
+        # Lost to another node's claim; or two runners created the lock table at once
+        # (IF NOT EXISTS still fails the slower one when the other's CREATE is under
+        # way); or the table went with a downgrade to base that finished in between.
+        # The next try claims again, creating the table if it is gone.
+        if Dialect.classify(exc.orig or exc) in _CLAIM_AGAIN:
             return False
         raise
-    return bool(conn.scalar(lock.held_by) == lock.holder)
+    return bool(holder == lock.holder)
+
+
+_CLAIM_AGAIN = (ErrorKind.CONFLICT, ErrorKind.MISSING_TABLE, ErrorKind.ALREADY_EXISTS)
 
 
 def _create_engine(url: str, connect_args: dict[str, Any], **options: Any) -> AsyncEngine:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -310,16 +311,17 @@ class Dialect(OnConflictDialect):
             return await self._sweep(conn, job, int(pages or 0))
         while True:
             first = not job.committed
+            started, size = time.perf_counter(), job.size
             deleted = await self._locked(
-                conn, self._cleanup, {"now": job.now_ms(), "batch": job.batch_size}, first
+                conn, self._cleanup, {"now": job.now_ms(), "batch": size}, first
             )
             if deleted is None:
                 return None  # another runner holds the lock: it does the work
             # Counted once committed: a retry after a lost connection goes on from here.
             job.committed.append(deleted)
-            if deleted < job.batch_size:
+            if deleted < size:
                 return sum(job.committed)
-            await asyncio.sleep(0)  # the app's own queries go between two batches
+            await job.pause(time.perf_counter() - started, _let_others_in)
 
     async def _locked(
         self, conn: AsyncConnection, statement: Any, params: dict[str, Any], first: bool
@@ -354,16 +356,20 @@ class Dialect(OnConflictDialect):
         return str(plan).lstrip().startswith("Seq Scan")
 
     async def _sweep(self, conn: AsyncConnection, job: CleanupJob, pages: int) -> int | None:
-        step = max(1, job.batch_size // 20)
+        first = 0
         # At least one batch, so an empty table still tells whether another runner is on.
-        for first in range(0, max(pages, 1), step):
+        while True:
+            step = max(1, job.size // 20)
+            started = time.perf_counter()
             params = {"now": job.now_ms(), "lo": (first, 0), "hi": (first + step, 0)}
             deleted = await self._locked(conn, self._sweep_range, params, not job.committed)
             if deleted is None:
                 return None
             job.committed.append(deleted)
-            await asyncio.sleep(0)  # let the app's own queries through
-        return sum(job.committed)
+            first += step
+            if first >= pages:
+                return sum(job.committed)
+            await job.pause(time.perf_counter() - started, _let_others_in)
 
     def fast_path(
         self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]
@@ -497,3 +503,7 @@ def _without(url: str, name: str) -> str:
     location, _, query = url.partition("?")
     pairs = [(key, value) for key, value in parse_qsl(query) if key != name]
     return f"{location}?{urlencode(pairs)}" if pairs else location
+
+
+async def _let_others_in(_elapsed: float) -> None:
+    await asyncio.sleep(0)  # the app's own queries go between two batches
