@@ -20,6 +20,8 @@ from .conftest import admin_mysql, admin_sql
 
 
 async def _drop_pooled_connections(driver: SQLDriver, url: str) -> None:
+    if driver._fast is not None:  # its idle connection back in the pool, to be dropped too
+        await driver._fast.release()
     pool: Any = driver.engine.sync_engine.pool
     ids = []
     for _ in range(pool.checkedin()):

@@ -5,8 +5,9 @@ lookup, the DBAPI adapter's cursor, a `Result`) costs several times the database
 trip of a primary-key lookup. For the driver's single-statement operations this module
 checks a connection out of the engine's own pool, runs the statement, compiled once from
 the driver's SQLAlchemy statement, directly on the database driver's connection (asyncpg
-aiosqlite or asyncmy), and checks the connection back in. The engine, the pool, the URL and the
-schema stay SQLAlchemy's.
+aiosqlite or asyncmy), and checks the connection back in, or hands it to the next
+operation when that starts before the event loop turns (`_handoff`). The engine, the
+pool, the URL and the schema stay SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any, Literal
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from ._greenlet import GreenletRunner
+from ._handoff import Handoff, pool_drained
 from ._retry import CONFLICT_RETRIES, pause_after_conflict
 
 __all__ = ["FastPath", "Fetch", "compile_statement", "give_way", "pool_drained"]
@@ -40,12 +41,6 @@ def compile_statement(stmt: ClauseElement, dialect: Dialect) -> Compiled:
     names = tuple(compiled.positiontup or ())
     fixed = {name: value for name, value in compiled.params.items() if value is not None}
     return str(compiled), names, fixed
-
-
-def pool_drained(pool: Any) -> bool:
-    """Whether every connection of `pool` is checked out, so other tasks may be waiting."""
-    checkedin = getattr(pool, "checkedin", None)  # QueuePool's; other pools never wait
-    return checkedin is not None and checkedin() == 0
 
 
 async def give_way(drained: bool) -> None:
@@ -67,12 +62,17 @@ class FastPath:
     a connection the server dropped from any other failure.
     """
 
+    hands_over = True
+    """Whether a connection may go straight to the next operation, past the pool's checkout
+    (`_handoff`); False where a checkout listener must see every operation."""
+
     errors: tuple[type[BaseException], ...] = ()
     """The driver's exception types; the SQL driver maps them to sqlsession errors."""
 
     def __init__(self, engine: AsyncEngine, statements: Mapping[str, ClauseElement]) -> None:
         self._engine = engine
         self._greenlets = GreenletRunner()
+        self._handoff = Handoff(self._greenlets)
         self._statements = {
             name: compile_statement(stmt, engine.dialect) for name, stmt in statements.items()
         }
@@ -89,6 +89,14 @@ class FastPath:
         """How many rows statement `name` changed."""
         count: int = await self._run(name, params, fetch="count")
         return count
+
+    async def release(self) -> None:
+        """Return the connections kept for the next operation to the pool (on dispose)."""
+        await self._handoff.release()
+
+    async def give_back(self) -> None:
+        """Return this event loop's kept connection to the pool (before another checkout)."""
+        await self._handoff.give_back(self._engine.sync_engine.pool)
 
     async def run_sql(self, sql: str, args: list[Any], fetch: Fetch) -> Any:
         """Run the SQL text `sql` (in the driver's own parameter style) with `args`.
@@ -128,7 +136,9 @@ class FastPath:
             # Checked out and in on a greenlet: both may need to await the
             # driver (opening a connection, closing an overflow one).
             pool = self._engine.sync_engine.pool
-            fairy: PoolProxiedConnection = await self._greenlets.run(pool.connect)
+            fairy = self._handoff.take(pool)
+            if fairy is None:
+                fairy = await self._greenlets.run(pool.connect)
             conn = fairy.driver_connection
             try:
                 result = await self._execute(conn, sql, args, fetch)
@@ -157,6 +167,8 @@ class FastPath:
                 fairy.invalidate()
                 fairy.close()
                 raise
+            if self.hands_over and self._handoff.keep(fairy, pool):
+                return result
             drained = pool_drained(pool)
             await self._greenlets.run(fairy.close)
             await give_way(drained)

@@ -541,9 +541,16 @@ class _AsyncmyFastPath(FastPath):
         async with conn.cursor() as cursor:
             await cursor.execute(sql, args)
             if fetch == "count":
-                return cursor.rowcount
-            row = await cursor.fetchone()
-            return None if row is None else row[0] if fetch == "value" else row
+                result = cursor.rowcount
+            else:
+                row = await cursor.fetchone()
+                result = None if row is None else row[0] if fetch == "value" else row
+        if not conn.get_autocommit():
+            # An engine the app passed in without autocommit: the statement opened a
+            # transaction that the pool would roll back at checkin (losing a write), and
+            # that would pin a kept connection's reads to an old snapshot. Commit it.
+            await conn.commit()
+        return result
 
     def _lost(self, conn: Any, exc: BaseException) -> bool:
         return (

@@ -409,6 +409,9 @@ class _AiosqliteFastPath(FastPath):
 
     # aiosqlite raises ValueError for a connection it has closed.
     errors = (sqlite3.Error, ValueError)
+    # The file watch runs at every checkout: a deleted or replaced file must stop the
+    # very next operation.
+    hands_over = False
 
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         hidden = HiddenParameters(args)
