@@ -153,6 +153,14 @@ def _cmd_alembic_ini(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    # Needs no database and no cryptography: a key is 32 random bytes.
+    from .web._crypto import generate_encryption_key
+
+    _say(generate_encryption_key())
+    return EXIT_OK
+
+
 def _cmd_cleanup(args: argparse.Namespace) -> int:
     if args.every is None:
         deleted, skipped = _with_driver(args, _cleanup_once)
@@ -653,4 +661,13 @@ def _parser() -> argparse.ArgumentParser:
         'alembic -c "$(sqlsession alembic-ini)" -x url=... upgrade head',
     )
     alembic_ini.set_defaults(run=_cmd_alembic_ini)
+    keygen = commands.add_parser(
+        "keygen",
+        help="print a new key for encryption_keys",
+        description="Print a new encryption key (32 random bytes, urlsafe base64) for the "
+        "session layer's encryption_keys. Keep it where the app reads its secrets; put a "
+        "new key first in the list to rotate, and keep the old ones until their sessions "
+        "have expired.",
+    )
+    keygen.set_defaults(run=_cmd_keygen)
     return parser

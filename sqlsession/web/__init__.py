@@ -12,6 +12,7 @@ middleware is one such integration, in `sqlsession.web.asgi`) and reads `Session
 and `Session.modified`. Nothing here imports a web framework.
 """
 
+from ._crypto import generate_encryption_key
 from ._flash import Flash
 from .asgi import SessionMiddleware, get_session
 from .csrf import CSRFMiddleware
@@ -38,6 +39,7 @@ __all__ = [
     "SessionStore",
     "end_user_session",
     "end_user_sessions",
+    "generate_encryption_key",
     "get_session",
     "list_user_sessions",
 ]

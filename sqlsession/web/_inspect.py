@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _codec
 from ..errors import SessionError
 from . import _ids, _row
+from ._crypto import Sealed
 
 if TYPE_CHECKING:
     from ..drivers.sql import SQLDriver
@@ -240,9 +241,18 @@ def show_lines(info: SessionInfo, *, values: bool) -> list[str]:
         return [*lines, f"keys       {', '.join(names)}"]
     lines.append("keys")
     for name, entry in info.entries.items():
-        value = json.dumps(_codec.decode(entry[0]))
+        value = "(encrypted)" if type(entry[0]) is Sealed else json.dumps(_codec.decode(entry[0]))
         lines.append(f"  {_key_text(name, entry)}: {value}")
     return lines
+
+
+def _value_json(entry: _row.Entry, values: bool) -> dict[str, Any]:
+    if not values:
+        return {}
+    # The CLI has no keys: an encrypted value is shown as such, never as its token.
+    if type(entry[0]) is Sealed:
+        return {"encrypted": True}
+    return {"value": _codec.decode(entry[0])}
 
 
 def _key_text(name: str, entry: _row.Entry) -> str:
@@ -281,8 +291,7 @@ def as_json(info: SessionInfo, *, values: bool = False, keys: bool = True) -> di
     }
     if keys:
         found["keys"] = {
-            name: {"expires": _when(entry[1], for_json=True)}
-            | ({"value": _codec.decode(entry[0])} if values else {})
+            name: {"expires": _when(entry[1], for_json=True)} | _value_json(entry, values)
             for name, entry in info.entries.items()
         }
     return found

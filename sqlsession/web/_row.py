@@ -11,6 +11,7 @@ an atomic ``merge_item`` can change one session key without rewriting the others
         "ma": 86400000,                    # optional, ms: Session.set_max_age() (0: browser)
         "k:cart": {"v": [1, 2]},           # one entry per session key ...
         "k:flash": {"v": "hi", "e": 1700000130000},  # ... "e": per-key expiry in ms
+        "k:note": {"c": "<token>"},        # a value encrypted at rest (see _crypto)
     }
 
 A user bound with ``bind_user`` has one item under ``"u:" + sha256(user id)``,
@@ -21,16 +22,22 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any
 
 from .. import _codec
 from ..errors import InvalidKeyError, ValueNotSerializableError
+from ._crypto import Sealed, as_sealed
 
 Entry = tuple[str, "int | None"]
-"""One session key's value as JSON text, and its expiry in ms since the epoch (or None)."""
+"""One session key's value as JSON text, and its expiry in ms since the epoch (or None).
+
+The text is a `Sealed` token instead while an encrypted value has not been read."""
+
+Seal = Callable[[str, str], str]
+"""Encrypts the JSON text of the session key named first for its row (see `_crypto`)."""
 
 Slot = tuple["str | None", "int | None"]
 """A session key as a `Session` holds it: an `Entry` whose text is None while only the
@@ -62,6 +69,8 @@ def encode_value(name: str, value: Any) -> str:
 
 
 def _byte_length(text: str) -> int:
+    if type(text) is Sealed:
+        return text.plain_size
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
@@ -71,7 +80,10 @@ def byte_length(text: str) -> int:
 
 
 def size(entries: Mapping[str, Entry]) -> int:
-    """The bytes of a session's key names and JSON values (what ``max_size`` bounds)."""
+    """The bytes of a session's key names and JSON values (what ``max_size`` bounds).
+
+    An encrypted value counts as its JSON text, not its larger stored token.
+    """
     return sum(_byte_length(name) + _byte_length(text) for name, (text, _) in entries.items())
 
 
@@ -149,13 +161,19 @@ def parse_text(text: str, raw: Any) -> LoadedRow | Row | None:
     for name, entry in raw.items():
         if not name.startswith(_KEY):
             continue
-        if not isinstance(entry, dict) or "v" not in entry:
+        if not isinstance(entry, dict):
             return None
         expires = entry.get("e")
         if expires is not None and not _is_int(expires):
             return None
-        entries[name[len(_KEY) :]] = (None, expires)
-        values[name[len(_KEY) :]] = entry["v"]
+        if "v" in entry:
+            entries[name[len(_KEY) :]] = (None, expires)
+            values[name[len(_KEY) :]] = entry["v"]
+            continue
+        sealed = as_sealed(entry.get("c"))
+        if sealed is None:
+            return None
+        entries[name[len(_KEY) :]] = (sealed, expires)
     extras = _extras(raw)
     if extras is None:
         return None
@@ -171,15 +189,21 @@ def parse(raw: Any) -> Row | None:
     for name, entry in raw.items():
         if not name.startswith(_KEY):
             continue
-        if not isinstance(entry, dict) or "v" not in entry:
+        if not isinstance(entry, dict):
             return None
         expires = entry.get("e")
         if expires is not None and not _is_int(expires):
             return None
-        try:
-            text = _codec.encode(name, entry["v"])
-        except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
-            return None
+        text: str | None
+        if "v" in entry:
+            try:
+                text = _codec.encode(name, entry["v"])
+            except ValueNotSerializableError:  # NaN or Infinity: decodable, but not ours
+                return None
+        else:
+            text = as_sealed(entry.get("c"))
+            if text is None:
+                return None
         entries[name[len(_KEY) :]] = (text, expires)
     extras = _extras(raw)
     if extras is None:
@@ -200,9 +224,18 @@ def _extras(raw: dict[str, Any]) -> tuple[dict[str, str] | None, int | None] | N
     return device, max_age
 
 
-def _entry_value(name: str, slot: Slot, loaded: Mapping[str, Any]) -> dict[str, Any]:
+def _entry_value(
+    name: str, slot: Slot, loaded: Mapping[str, Any], seal: Seal | None
+) -> dict[str, Any]:
     text, expires = slot
-    value: dict[str, Any] = {"v": loaded[name] if text is None else _codec.decode(text)}
+    value: dict[str, Any]
+    if type(text) is Sealed:
+        value = {"c": str(text)}  # unchanged, and still in the row it was sealed for
+    elif seal is not None:
+        plain = _codec.encode_trusted(loaded[name]) if text is None else text
+        value = {"c": seal(name, plain)}
+    else:
+        value = {"v": loaded[name] if text is None else _codec.decode(text)}
     if expires is not None:
         value["e"] = expires
     return value
@@ -214,11 +247,16 @@ def build(
     user: list[str] | None,
     entries: Mapping[str, Slot],
     loaded: Mapping[str, Any],
+    seal: Seal | None = None,
     *,
     device: dict[str, str] | None = None,
     max_age: int | None = None,
 ) -> dict[str, Any]:
-    """The whole row to store for a session, for a driver that takes values."""
+    """The whole row to store for a session, for a driver that takes values.
+
+    With `seal`, its values are encrypted; a `Sealed` entry is kept as it is (the caller
+    opens those sealed for another row).
+    """
     row: dict[str, Any] = {"created": created, "seen": seen}
     if user is not None:
         row["user"] = user
@@ -227,15 +265,15 @@ def build(
     if max_age is not None:
         row["ma"] = max_age
     for name, slot in entries.items():
-        row[_KEY + name] = _entry_value(name, slot, loaded)
+        row[_KEY + name] = _entry_value(name, slot, loaded, seal)
     return row
 
 
 def changes(
-    seen: int, changed: Mapping[str, Slot], deleted: Iterable[str]
+    seen: int, changed: Mapping[str, Slot], deleted: Iterable[str], seal: Seal | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """The row's items to set and the names to delete, for ``merge_item(set=, delete=)``."""
-    updates: dict[str, Any] = {_KEY + n: _entry_value(n, e, {}) for n, e in changed.items()}
+    updates: dict[str, Any] = {_KEY + n: _entry_value(n, e, {}, seal) for n, e in changed.items()}
     # Every write is activity: "seen" and the row's expiry always move together.
     updates["seen"] = seen
     return updates, sorted(_KEY + n for n in deleted)
@@ -246,10 +284,17 @@ def changes(
 # values are texts `encode` produced at assignment, so nothing is encoded twice.
 
 
-def _entry_text(text: str, expires: int | None) -> str:
+def _entry_text(name: str, text: str, expires: int | None, seal: Seal | None = None) -> str:
+    # A token is urlsafe base64 and a dot: a JSON string as it is.
+    if type(text) is Sealed:
+        body = '"c":"' + text + '"'
+    elif seal is not None:
+        body = '"c":"' + seal(name, text) + '"'
+    else:
+        body = '"v":' + text
     if expires is None:
-        return '{"v":' + text + "}"
-    return '{"v":' + text + ',"e":' + str(expires) + "}"
+        return "{" + body + "}"
+    return "{" + body + ',"e":' + str(expires) + "}"
 
 
 def build_text(
@@ -258,6 +303,7 @@ def build_text(
     user: list[str] | None,
     entries: Mapping[str, Slot],
     loaded: Mapping[str, Any],
+    seal: Seal | None = None,
     *,
     device: dict[str, str] | None = None,
     max_age: int | None = None,
@@ -277,13 +323,16 @@ def build_text(
         parts.append('"ma":' + str(max_age))
     pending: dict[str, Any] = {}
     for name, (text, expires) in entries.items():
+        if text is None and seal is not None:
+            text = _codec.encode_trusted(loaded[name])  # to be encrypted, one by one
         if text is None:
             entry: dict[str, Any] = {"v": loaded[name]}
             if expires is not None:
                 entry["e"] = expires
             pending[_KEY + name] = entry
         else:
-            parts.append(encode_basestring(_KEY + name) + ":" + _entry_text(text, expires))
+            entry_text = _entry_text(name, text, expires, seal)
+            parts.append(encode_basestring(_KEY + name) + ":" + entry_text)
     if pending:
         # Decoded by us from a row we accepted: plain JSON, no need to check it again.
         parts.append(_codec.encode_trusted(pending)[1:-1])
@@ -291,13 +340,13 @@ def build_text(
 
 
 def changes_text(
-    seen: int, changed: Mapping[str, Slot], deleted: Iterable[str]
+    seen: int, changed: Mapping[str, Slot], deleted: Iterable[str], seal: Seal | None = None
 ) -> tuple[dict[str, str], list[str]]:
     """`changes` as JSON texts, for ``merge_existing_text(set=, delete=)``."""
     updates: dict[str, str] = {}
     for name, (text, expires) in changed.items():
         assert text is not None  # a changed key was encoded at assignment or commit
-        updates[_KEY + name] = _entry_text(text, expires)
+        updates[_KEY + name] = _entry_text(name, text, expires, seal)
     updates["seen"] = str(seen)
     return updates, sorted(_KEY + n for n in deleted)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _codec
 from . import _ids, _row
+from ._crypto import Cipher, DecryptionError, Sealed, associated_data
 from ._row import LoadedRow, Row, Slot
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class Policy:
     """The session key whose assignment signs a user in (see `SessionMiddleware`)."""
     user_key: Callable[[str], str] = _ids.user_key
     """Turns a user id into the storage key of its generation item."""
+    cipher: Cipher | None = None
+    """Encrypts and decrypts the session values (None: stored as plain JSON)."""
     max_age: float | None = None
     """The store's ``max_age``: the longest `Session.set_max_age` may ask for."""
 
@@ -83,6 +86,9 @@ class SessionState:
     """The user id to bind at commit."""
     revoke: str | None = None
     """The user key whose sessions end at commit."""
+    reseal: set[str] = field(default_factory=set)
+    """Stored entries to rewrite with the first encryption key at the next write (stored
+    plain, or sealed with an older key)."""
     book: DeviceBook | None = None
     """The loading store's device indexes (`Session.user_sessions` and the like)."""
     indexed: tuple[str, str] | None = None
@@ -153,9 +159,41 @@ class SessionState:
             total += _row.byte_length(name) + _row.byte_length(encoded)
         return total
 
+    def _aad(self, name: str) -> bytes:
+        assert self.stored_id is not None  # only a loaded row has sealed values
+        return associated_data(_ids.storage_key(self.stored_id), name)
+
+    def unseal(self, name: str) -> str | None:
+        """Decrypt the sealed entry `name` in place; its JSON text, or None if no key opens it."""
+        text, expires = self.entries[name]
+        cipher = self.policy.cipher
+        if cipher is None or type(text) is not Sealed:
+            return None
+        try:
+            plain = cipher.open(text, self._aad(name))
+        except DecryptionError:
+            return None
+        self.entries[name] = (plain, expires)
+        # Still the stored value: a write of the same value is then no change.
+        if self.original.get(name) == (text, expires):
+            self.original[name] = (plain, expires)
+        return plain
+
+    def _stored(self, name: str) -> Slot | None:
+        """The entry `name` as loaded, decrypted if it is sealed (and opens)."""
+        entry = self.original.get(name)
+        cipher = self.policy.cipher
+        if entry is None or type(entry[0]) is not Sealed or cipher is None:
+            return entry
+        try:
+            # A key assigned without being read: decrypting beats writing the same value.
+            return (cipher.open(entry[0], self._aad(name)), entry[1])
+        except DecryptionError:
+            return entry
+
     def differs(self, name: str, slot: Slot) -> bool:
         """Whether `slot` (the current one of `name`, encoded) differs from what was loaded."""
-        before = self.original.get(name)
+        before = self._stored(name)
         if before is None or before[1] != slot[1]:
             return True
         if before[0] is not None or slot[0] is None:
@@ -211,6 +249,16 @@ class SessionState:
         else:
             self.loaded = {}
             self.row_text = None
+        cipher = self.policy.cipher
+        self.reseal = (
+            set()
+            if cipher is None
+            else {
+                n
+                for n, (text, _) in row.entries.items()
+                if type(text) is not Sealed or not cipher.is_current(text)
+            }
+        )
 
     def forget_loaded(self) -> None:
         """Drop what the load left (the session was emptied or destroyed)."""
@@ -224,6 +272,7 @@ class SessionState:
         self.original = dict(entries)
         self.changed.clear()
         self.deleted.clear()
+        self.reseal.clear()
         self.regenerated = False
         self.bind = None
 
@@ -234,4 +283,5 @@ class SessionState:
         self.entries = dict(entries)
         self.changed.clear()
         self.deleted.clear()
+        self.reseal.clear()
         self.bind = None

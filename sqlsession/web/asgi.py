@@ -28,7 +28,7 @@ already ``private`` or ``no-store``: no shared cache may store a session id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, NoReturn
 
 from ..config import SessionDriverConfig
@@ -109,6 +109,10 @@ class SessionMiddleware:
             ids, which a reader of the table cannot test guesses against (without it,
             plain SHA-256, and user ids are easy to guess). Sessions need no secret:
             this is the only use. The name matches Starlette's middleware.
+        encryption_keys: encrypt the session values at rest (AES-256-GCM; needs the
+            ``[crypto]`` extra), newest key first: the first encrypts, every one
+            decrypts. Keys as `generate_encryption_key` or ``sqlsession keygen`` makes
+            them. None: values are stored as plain JSON. See `SessionStore`.
         record_client: keep the User-Agent (cut to 200 characters) and the client's
             network (IPv4 /24, IPv6 /48, from the ASGI ``client``: behind a proxy, have
             the server trust its forwarded headers) of the request that signs a session
@@ -118,7 +122,7 @@ class SessionMiddleware:
     Raises:
         ConfigError: the cookie name or an attribute is invalid, or a ``__Host-`` or
             ``__Secure-`` name comes with options browsers drop such cookies for, or
-            `max_size`, `identity_key` or `secret_key` is invalid.
+            `max_size`, `identity_key`, `secret_key` or `encryption_keys` is invalid.
         InvalidTTLError: `max_age` or `idle_timeout` is not None or at least 0.001.
         TypeError: `driver` is neither a config nor a driver.
     """
@@ -138,6 +142,7 @@ class SessionMiddleware:
         max_size: int | None = DEFAULT_MAX_SIZE,
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
+        encryption_keys: Sequence[str | bytes] | None = None,
         record_client: bool = False,
         clock: Clock | None = None,
     ) -> None:
@@ -164,6 +169,7 @@ class SessionMiddleware:
             "max_size": max_size,
             "identity_key": identity_key,
             "secret_key": secret_key,
+            "encryption_keys": encryption_keys,
             "record_client": record_client,
             "clock": clock,
         }

@@ -9,6 +9,7 @@ middleware use the public `accessed` and `modified` instead.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _codec, _validate
 from ..errors import InvalidTTLError, SessionError, SessionTooLargeError
 from . import _csrf, _flash, _ids, _reserved, _row, devices
+from ._crypto import Sealed
 from ._flash import Flash
 from ._row import Slot
 from ._state import SessionState
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from .devices import DeviceSession
 
 __all__ = ["Clock", "Session"]
+
+logger = logging.getLogger("sqlsession")
 
 Clock = Callable[[], float]
 """Returns the current time as seconds since the Unix epoch (``time.time``)."""
@@ -91,7 +95,24 @@ class Session(MutableMapping[str, Any]):
         entry = None if _reserved.is_reserved(key) else self._live(key)
         if entry is None:
             raise KeyError(key)
+        if type(entry[0]) is Sealed:
+            entry = (self._unseal(key), entry[1])
         return self._state.value(key, entry)
+
+    def _unseal(self, key: str) -> str:
+        """The decrypted JSON text of `key`; a value no key opens ends the session."""
+        text = self._state.unseal(key)
+        if text is None:
+            state = self._state
+            label = "-" if state.stored_id is None else _ids.log_label(state.stored_id)
+            logger.warning(
+                "Session %s holds a value that cannot be decrypted (altered, or its key was "
+                "removed from encryption_keys); starting a new one.",
+                label,
+            )
+            self.destroy()
+            raise KeyError(key)
+        return text
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -244,6 +265,11 @@ class Session(MutableMapping[str, Any]):
         if entry is None:
             return None
         text = entry[0]
+        if type(text) is Sealed:
+            try:
+                text = self._unseal(name)
+            except KeyError:
+                return None  # no key opens it: the session was replaced by a new one
         return self._state.loaded[name] if text is None else _codec.decode(text)
 
     def _put_reserved(self, name: str, value: Any) -> None:
@@ -376,6 +402,7 @@ class Session(MutableMapping[str, Any]):
         state.forget_loaded()
         state.changed.clear()
         state.deleted.clear()
+        state.reseal.clear()
         state.regenerated = False
         state.destroyed = state.modified = True
 

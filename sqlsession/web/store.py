@@ -44,6 +44,7 @@ from ..driver import (
 )
 from ..errors import ConfigError, CorruptValueError, SessionError, SessionTooLargeError
 from . import _ids, _reserved, _row
+from ._crypto import Cipher, Sealed, associated_data
 from ._row import Slot
 from ._state import DEFAULT_MAX_SIZE, Policy, SessionState
 from .devices import DeviceBook, index_key
@@ -104,6 +105,10 @@ class SessionStore:
             `Session.bind_user` does (see `SessionMiddleware`); None: none.
         secret_key: when given, user ids are stored as HMAC-SHA256 keyed with it
             rather than plain SHA-256 (see `Session.bind_user`).
+        encryption_keys: encrypt the session values at rest with AES-256-GCM (needs
+            the ``[crypto]`` extra). Keys as `generate_encryption_key` makes them
+            (urlsafe base64 text of 32 bytes, or 32 raw bytes), newest first: the
+            first encrypts, every one decrypts. None: values are stored as plain JSON.
         record_client: keep the User-Agent (cut to 200 characters) and the client's
             network (IPv4 /24, IPv6 /48) of the request that signed a session in, for
             `Session.user_sessions` (read from the ASGI scope `load` is given).
@@ -111,7 +116,8 @@ class SessionStore:
 
     Raises:
         InvalidTTLError: `max_age` or `idle_timeout` is not None or 0.001 s to 100 years.
-        ConfigError: `max_size`, `identity_key` or `secret_key` is invalid.
+        ConfigError: `max_size`, `identity_key`, `secret_key` or `encryption_keys` is
+            invalid, or `encryption_keys` is given without ``cryptography`` installed.
     """
 
     def __init__(
@@ -123,10 +129,12 @@ class SessionStore:
         max_size: int | None = DEFAULT_MAX_SIZE,
         identity_key: str | None = None,
         secret_key: str | bytes | None = None,
+        encryption_keys: Sequence[str | bytes] | None = None,
         record_client: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.driver = driver
+        self._cipher = None if encryption_keys is None else Cipher(encryption_keys)
         self.max_age = _validate.check_ttl(max_age, what="max_age")
         self.idle_timeout = _validate.check_ttl(idle_timeout, what="idle_timeout")
         self.max_size = None if max_size is None else _check_max_size(max_size)
@@ -135,6 +143,7 @@ class SessionStore:
             max_size=self.max_size,
             identity_key=self.identity_key,
             user_key=_ids.keyed_user_key(_check_secret(secret_key)),
+            cipher=self._cipher,
             max_age=self.max_age,
         )
         self._clock: Clock = clock if clock is not None else time.time
@@ -219,6 +228,14 @@ class SessionStore:
                 )
                 state.discard.add(key)
                 continue
+            if not self._openable(row):
+                logger.warning(
+                    "Session %s holds values encrypted with a key not in encryption_keys; "
+                    "starting a new one.",
+                    label,
+                )
+                state.discard.add(key)
+                continue
             if not self._alive(row):
                 state.discard.add(key)
                 continue
@@ -244,6 +261,26 @@ class SessionStore:
             return True, _row.parse_text(text, _codec.decode(text, key))
         raw = await self.driver.get_item(key)
         return raw is not None, None if raw is None else _row.parse(raw)
+
+    def _openable(self, row: _row.Row | _row.LoadedRow) -> bool:
+        # Only the key ids are checked here; a value altered in the table is found when
+        # the app reads it (it is decrypted then), and ends the session then.
+        cipher = self._cipher
+        return all(
+            type(text) is not Sealed or (cipher is not None and cipher.can_open(text))
+            for text, _ in row.entries.values()
+        )
+
+    def _sealer(self, storage_key: str) -> _row.Seal | None:
+        """Encrypts values for the row under `storage_key` (None without encryption)."""
+        cipher = self._cipher
+        if cipher is None:
+            return None
+
+        def seal(name: str, text: str) -> str:
+            return cipher.seal(text, associated_data(storage_key, name))
+
+        return seal
 
     def _alive(self, row: _row.Row | _row.LoadedRow) -> bool:
         # The driver's row ttl usually hides expired sessions already; this check makes
@@ -383,14 +420,19 @@ class SessionStore:
             state.stored_id = None
             return None
         key = _ids.storage_key(state.id)
+        # Values sealed for the old row do not open under the new id: re-encrypt them.
+        _unseal_all(state, now_entries)
+        seal = self._sealer(key)
         limit = None if self.max_age is None else created + self.max_age * 1000
         device = await self.devices.place(state, key, state.request, now_ms=now, deadline_ms=limit)
         extras: dict[str, Any] = {"device": device, "max_age": state.max_age_ms}
         if self._text is not None:
-            text = _row.build_text(created, now, state.user, now_entries, state.loaded, **extras)
+            text = _row.build_text(
+                created, now, state.user, now_entries, state.loaded, seal, **extras
+            )
             await self._text.set_text(key, text, **self._ttl_kwargs(ttl))
         else:
-            row = _row.build(created, now, state.user, now_entries, state.loaded, **extras)
+            row = _row.build(created, now, state.user, now_entries, state.loaded, seal, **extras)
             await self.driver.set_item(key, row, **self._ttl_kwargs(ttl))
         state.saved(created, now, now_entries)
         state.max_age_set = False
@@ -421,8 +463,12 @@ class SessionStore:
             state.discard.add(key)
             state.stored_id = None
             return None
+        writes = {n: now_entries[n] for n in changed}
+        if state.reseal:
+            writes.update(_resealed(state, now_entries, changed | deleted))
+        seal = self._sealer(key)
         if self._text is not None:
-            texts, removals = _row.changes_text(now, {n: now_entries[n] for n in changed}, deleted)
+            texts, removals = _row.changes_text(now, writes, deleted, seal)
             if state.max_age_set:
                 _set_max_age(texts, removals, state.max_age_ms, str)
             live = await self._text.merge_existing_text(
@@ -433,7 +479,7 @@ class SessionStore:
                 return None
             state.updated(now, now_entries)
             return self._moved_cookie(state, ttl)
-        changes, removals = _row.changes(now, {n: now_entries[n] for n in changed}, deleted)
+        changes, removals = _row.changes(now, writes, deleted, seal)
         if state.max_age_set:
             _set_max_age(changes, removals, state.max_age_ms, int)
         if self._merge_existing is not None:
@@ -467,6 +513,45 @@ class SessionStore:
         # The idle deadline (or the session's own lifetime) moved: move the cookie's with it.
         assert state.stored_id is not None
         return CookieChange(state.stored_id, _cookie_age(state, ttl))
+
+
+def _unseal_all(state: SessionState, entries: dict[str, Slot]) -> None:
+    """Decrypt the sealed values among `entries` (drop, with a warning, those no key opens)."""
+    for name, (text, _) in list(entries.items()):
+        if type(text) is not Sealed:
+            continue
+        if state.unseal(name) is None:
+            assert state.stored_id is not None  # only a loaded row has sealed values
+            logger.warning(
+                "Session %s: dropped a value that cannot be decrypted while moving it to a new id.",
+                _ids.log_label(state.stored_id),
+            )
+            del entries[name], state.entries[name]
+            state.values.pop(name, None)
+        else:
+            entries[name] = state.entries[name]
+
+
+def _resealed(state: SessionState, entries: dict[str, Slot], skip: set[str]) -> dict[str, Slot]:
+    """The unchanged entries to rewrite with the first key, as this write goes out anyway.
+
+    Rows stored before encryption was switched on (or with an older key) end up encrypted
+    with the current key once their session is next written.
+    """
+    found: dict[str, Slot] = {}
+    for name in sorted(state.reseal):
+        if name in skip or name not in entries:
+            continue
+        text, expires = entries[name]
+        if type(text) is Sealed:
+            if state.unseal(name) is None:
+                continue  # left as it is; reading it ends the session
+            entries[name] = state.entries[name]
+        elif text is None:
+            # Decoded with the row and never encoded since: encoded now, to be encrypted.
+            entries[name] = (_codec.encode_trusted(state.loaded[name]), expires)
+        found[name] = entries[name]
+    return found
 
 
 async def end_user_sessions(
