@@ -125,13 +125,19 @@ def prepare_merge(
             f"merge_item(set=...) for session key {key!r} must be a mapping of str keys, got "
             f"{type(changes).__name__}."
         )
+    removals = check_removals(key, delete)
+    changed = dict(changes or {})
+    _codec.encode(key, changed)
+    return changed, removals
+
+
+def check_removals(key: str, delete: Iterable[str]) -> list[str]:
+    """A merge's `delete` argument as a list of str names, or `ValueNotSerializableError`."""
     if isinstance(delete, str | bytes):
         raise ValueNotSerializableError(
             f"merge_item(delete=...) for session key {key!r} must be a list of str keys, got "
             f"the single {type(delete).__name__} {delete!r}; wrap it in a list."
         )
-    changed = dict(changes or {})
-    _codec.encode(key, changed)
     removals = list(delete)
     for name in removals:
         if type(name) is not str:
@@ -139,7 +145,7 @@ def prepare_merge(
                 f"merge_item(delete=...) for session key {key!r} must hold str keys, got "
                 f"{type(name).__name__}: {name!r}."
             )
-    return changed, removals
+    return removals
 
 
 def apply_merge(

@@ -7,25 +7,9 @@ from typing import Any
 
 from .. import _codec, _validate
 from ..errors import ValueNotSerializableError
-from ._base import check_text
+from ._base import check_removals, check_text
 
 __all__ = ["member_texts", "text_merge_args"]
-
-
-def _removals(key: str, delete: Iterable[str]) -> list[str]:
-    if isinstance(delete, str | bytes):
-        raise ValueNotSerializableError(
-            f"merge(delete=...) for session key {key!r} must be a list of str keys, got "
-            f"the single {type(delete).__name__} {delete!r}; wrap it in a list."
-        )
-    removals = list(delete)
-    for name in removals:
-        if type(name) is not str:
-            raise ValueNotSerializableError(
-                f"merge(delete=...) for session key {key!r} must hold str keys, got "
-                f"{type(name).__name__}: {name!r}."
-            )
-    return removals
 
 
 def _changes(key: str, changes: Any) -> Mapping[Any, Any]:
@@ -58,7 +42,7 @@ def member_texts(
     """
     _validate.check_key(key)
     members = _changes(key, changes)
-    removals = _removals(key, delete)
+    removals = check_removals(key, delete)
     depth = _codec.MAX_DEPTH - 1
     return {n: _codec.encode(key, v, max_depth=depth) for n, v in members.items()}, removals
 
@@ -73,5 +57,5 @@ def text_merge_args(
     """
     _validate.check_key(key)
     members = _changes(key, texts)
-    removals = _removals(key, delete)
+    removals = check_removals(key, delete)
     return {name: check_text(key, text) for name, text in members.items()}, removals
