@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -748,6 +749,7 @@ async def test_a_mysql_deadlock_is_run_once_more(mysql_url: str) -> None:
 async def test_cancelled_merges_leave_the_pool_healthy(url: str) -> None:
     # Cancellation is routine (a client goes away, an asyncio.timeout): a merge cancelled
     # at any point must not leave a broken connection in the pool for later operations.
+    threads_before = set(_sqlite_threads())
     async with SQLDriver(url, pool_size=2) as driver:
         await driver.set_item("c", {"n": 0})
         for i in range(90):
@@ -770,3 +772,15 @@ async def test_cancelled_merges_leave_the_pool_healthy(url: str) -> None:
 
         # Quickly: a lock left behind would make these wait (SQLite's busy timeout is 30 s).
         await asyncio.wait_for(afterwards(), 10)
+    # Nor a connection left open: an aiosqlite connection that was never closed keeps
+    # its thread, and with it the process, alive at exit.
+    for _ in range(200):
+        if set(_sqlite_threads()) <= threads_before:
+            break
+        await asyncio.sleep(0.01)
+    assert set(_sqlite_threads()) - threads_before == set()
+
+
+def _sqlite_threads() -> list[threading.Thread]:
+    """aiosqlite's connection threads still running (none once every connection closed)."""
+    return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]

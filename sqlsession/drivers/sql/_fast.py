@@ -109,6 +109,9 @@ class FastPath:
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         raise NotImplementedError
 
+    def _abandon(self, conn: Any) -> None:
+        """Let go of `conn` after a cancelled statement, without awaiting anything."""
+
     def _lost(self, conn: Any, exc: BaseException) -> bool:
         """Whether `exc` means `conn` is gone (and the statement may run again elsewhere)."""
         raise NotImplementedError
@@ -164,6 +167,7 @@ class FastPath:
                 # Cancelled mid-statement: the connection's state is unknown, so it is
                 # closed rather than handed to the next operation (as SQLAlchemy does).
                 # Invalidating outside a greenlet closes without awaiting.
+                self._abandon(conn)
                 fairy.invalidate()
                 fairy.close()
                 raise

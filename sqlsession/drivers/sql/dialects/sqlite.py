@@ -413,6 +413,15 @@ class _AiosqliteFastPath(FastPath):
     # very next operation.
     hands_over = False
 
+    def _abandon(self, conn: Any) -> None:
+        # aiosqlite runs each connection on a thread of its own that only a close ends,
+        # and a close cannot be awaited here: a left thread would keep the process from
+        # exiting (SQLAlchemy 2.0's invalidation cannot close it either). stop() closes
+        # the connection on its thread after the statement under way, and ends it.
+        stop = getattr(conn, "stop", None)
+        if stop is not None:
+            stop()
+
     async def _execute(self, conn: Any, sql: str, args: list[Any], fetch: Fetch) -> Any:
         hidden = HiddenParameters(args)
         if fetch != "count":
