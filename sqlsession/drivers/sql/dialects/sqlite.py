@@ -186,6 +186,17 @@ class Dialect(OnConflictDialect):
     def migration_engine(cls, url: str) -> AsyncEngine:
         engine = super().migration_engine(url)
         create_files_private(engine)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _wait_for_the_lock(dbapi_connection: Any, _record: Any) -> None:
+            # Every connection of a migration (the engine has no pool) waits as long as
+            # the driver's do for another migrator's write lock: sqlite3's own default,
+            # 5 s, is shorter than a migration in another process can hold it on a
+            # loaded machine ("database is locked" from BEGIN IMMEDIATE).
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.close()
+
         return engine
 
     @classmethod
